@@ -1,0 +1,314 @@
+"""Soft-update Deep Q-Learning: the "Deep Q-Learning - Lunar Lander" lab as a Stable-Baselines3 ``DQN``."""
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy, MlpPolicy, MultiInputPolicy
+from torch.nn import functional as F
+
+from lunar_sb3.soft_dqn import fast_path
+
+SelfSoftUpdateDQN = TypeVar("SelfSoftUpdateDQN", bound="SoftUpdateDQN")
+
+LOSSES = {"mse": F.mse_loss, "huber": F.smooth_l1_loss}
+EXPLORATION_SCHEDULES = ("episodic", "linear")
+
+
+class SoftUpdateDQN(DQN):
+    """
+    Deep Q-Learning with soft (Polyak) target updates, as taught in the "Deep Q-Learning - Lunar Lander" lab.
+
+    The defaults *are* the lab: a 64-64 ReLU Q-network and target network, Adam with learning rate 1e-3,
+    a replay memory of 100,000, gamma 0.995, minibatch 64, one gradient step on the MSE every C = 4
+    environment steps, each followed by w⁻ ← τ·w + (1 − τ)·w⁻ with τ = 1e-3, and an ε-greedy policy whose ε
+    starts at 1.0 and is multiplied by 0.995 after every episode, floored at 0.01.
+
+    Unlike SB3's ``DQN`` (hard copy every ``target_update_interval`` steps, Huber loss, gradient clipping,
+    linear ε schedule), this class updates the target softly every C transitions right after the gradient
+    step, uses the MSE and does not clip, and decays ε per finished episode. All of those remain options.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, ...)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: Adam's learning rate (the lab: 1e-3), constant or a schedule of progress remaining
+    :param buffer_size: size of the replay memory (the lab: 100,000)
+    :param learning_starts: transitions to collect before learning; the lab learns once the memory holds more
+        than a minibatch, i.e. more than 64
+    :param batch_size: minibatch size of each gradient step (the lab: 64)
+    :param tau: soft update coefficient τ in w⁻ ← τ·w + (1 − τ)·w⁻, in (0, 1] (the lab: 1e-3; 1 is a hard copy)
+    :param gamma: the discount factor γ (the lab: 0.995)
+    :param train_freq: update the model every ``train_freq`` vec-env steps (the lab: 4)
+    :param gradient_steps: gradient steps per update (the lab: 1)
+    :param replay_buffer_class: Replay buffer class to use; ``None`` selects SB3's default
+    :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation
+    :param optimize_memory_usage: SB3's memory-efficient replay buffer variant
+    :param n_steps: n-step returns (SB3's ``NStepReplayBuffer``); the lab uses 1
+    :param target_update_interval: the lab's C: a soft target update every C transitions once learning has
+        started, counted in transitions so that ``n_envs > 1`` keeps the meaning (the lab: 4)
+    :param exploration_schedule: ``"episodic"`` (the lab: ε ← max(ε_final, decay·ε) after each finished episode)
+        or ``"linear"`` (SB3's schedule over ``exploration_fraction`` of training)
+    :param exploration_decay: per-episode multiplicative ε decay of the episodic schedule, in (0, 1] (the lab: 0.995)
+    :param exploration_fraction: fraction of training over which the linear schedule goes from initial to final ε
+    :param exploration_initial_eps: initial ε (the lab: 1.0)
+    :param exploration_final_eps: floor of ε (the lab: 0.01)
+    :param loss: ``"mse"`` (the lab) or ``"huber"`` (SB3's smooth L1)
+    :param double_q: use the online network's argmax and the target network's value in the TD target (Double DQN)
+    :param max_grad_norm: clip the gradient norm to this value; ``None`` (the lab) does not clip
+    :param stats_window_size: episodes averaged in the rollout logs (100, the lab's "solved" window)
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments for the policy; the default network is SB3's 64-64 ReLU MLP
+    :param verbose: Verbosity level: 0 none, 1 info, 2 debug (reports whether the fast training path is used)
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[DQNPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        buffer_size: int = 100_000,
+        learning_starts: int = 64,
+        batch_size: int = 64,
+        tau: float = 1e-3,
+        gamma: float = 0.995,
+        train_freq: int | tuple[int, str] = 4,
+        gradient_steps: int = 1,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        target_update_interval: int = 4,
+        exploration_schedule: str = "episodic",
+        exploration_decay: float = 0.995,
+        exploration_fraction: float = 0.1,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float = 0.01,
+        loss: str = "mse",
+        double_q: bool = False,
+        max_grad_norm: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        # Validate before SB3 builds envs and networks, so bad input fails fast and says why.
+        _check_hyperparameters(
+            tau=tau,
+            target_update_interval=target_update_interval,
+            exploration_schedule=exploration_schedule,
+            exploration_decay=exploration_decay,
+            exploration_fraction=exploration_fraction,
+            exploration_initial_eps=exploration_initial_eps,
+            exploration_final_eps=exploration_final_eps,
+            loss=loss,
+            max_grad_norm=max_grad_norm,
+        )
+        self.exploration_schedule_name = exploration_schedule
+        self.exploration_decay = exploration_decay
+        self.loss = loss
+        self.double_q = double_q
+        # Episodes finished over the model's whole life: the episodic ε is a function of this count, and it is
+        # saved with the model so that resumed training continues the decay instead of restarting at 1.0.
+        self.finished_episodes = 0
+        # Soft target updates that fell due (every C transitions) since the last gradient step.
+        self._due_target_updates = 0
+        # Soft target updates applied so far (the C-cadence made visible, for tests and curious users).
+        self.target_updates = 0
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            target_update_interval=target_update_interval,
+            exploration_fraction=exploration_fraction,
+            exploration_initial_eps=exploration_initial_eps,
+            exploration_final_eps=exploration_final_eps,
+            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self.exploration_rate = exploration_initial_eps
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.exploration_rate = self._scheduled_exploration_rate()
+        self._fast_trainer = fast_path.FastTrainer.for_model(self)
+        self.uses_fast_path = self._fast_trainer is not None
+        if self.verbose >= 2:
+            reason = "fast path" if self.uses_fast_path else f"general path ({fast_path.unsupported_reason(self)})"
+            print(f"SoftUpdateDQN: training on the {reason}")
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_fast_trainer"]
+
+    # ------------------------------------------------------------------ exploration
+    def _scheduled_exploration_rate(self) -> float:
+        """ε for the current state: the lab's per-episode decay, or SB3's linear schedule."""
+        if self.exploration_schedule_name == "linear":
+            return self.exploration_schedule(self._current_progress_remaining)
+        # The lab: ε_k = max(ε_min, ε_0 · decay^k) after k finished episodes
+        decayed = self.exploration_initial_eps * self.exploration_decay**self.finished_episodes
+        return max(self.exploration_final_eps, decayed)
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        # SB3 calls this once per vec-env step with the dones, before `_on_step`: the one place where
+        # the plain rollout loop tells us which episodes just ended.
+        super()._update_info_buffer(infos, dones)
+        if dones is not None:
+            self.finished_episodes += int(np.count_nonzero(dones))
+
+    def _on_step(self) -> None:
+        """Called after every vec-env step: schedule soft target updates and refresh ε."""
+        self._n_calls += 1
+        self._count_due_target_updates()
+        self.exploration_rate = self._scheduled_exploration_rate()
+        self.logger.record("rollout/exploration_rate", self.exploration_rate)
+
+    # ------------------------------------------------------------------ target network
+    def _count_due_target_updates(self) -> None:
+        """One soft update is due at every multiple of C transitions past ``learning_starts``."""
+        interval = self.target_update_interval
+        previous = max(self.num_timesteps - self.n_envs, self.learning_starts)
+        if self.num_timesteps > previous:
+            self._due_target_updates += self.num_timesteps // interval - previous // interval
+
+    def _apply_due_target_updates(self) -> None:
+        """w⁻ ← τ·w + (1 − τ)·w⁻ for every due update, all parameters in one fused call each."""
+        if self._due_target_updates == 0:
+            return
+        online = [p.data for p in self.q_net.parameters()]
+        target = [p.data for p in self.q_net_target.parameters()]
+        for _ in range(self._due_target_updates):
+            # lerp(w⁻, w, τ) = w⁻ + τ·(w − w⁻) = τ·w + (1 − τ)·w⁻
+            th._foreach_lerp_(target, online, self.tau)
+        # Running statistics (e.g. batch norm) are copied, as SB3's DQN does
+        for stat, stat_target in zip(self.batch_norm_stats, self.batch_norm_stats_target, strict=True):
+            stat_target.copy_(stat)
+        self.target_updates += self._due_target_updates
+        self._due_target_updates = 0
+
+    # ------------------------------------------------------------------ learning
+    def td_target(
+        self, rewards: th.Tensor, next_observations: th.Tensor, dones: th.Tensor, discounts: th.Tensor | float
+    ) -> th.Tensor:
+        """y = r + γⁿ·max_a′ Q̂(s′, a′)·(1 − done); with ``double_q``, Q̂(s′, argmax_a′ Q(s′, a′)) instead."""
+        with th.no_grad():
+            next_q_target = self.q_net_target(next_observations)
+            if self.double_q:
+                next_actions = self.q_net(next_observations).argmax(dim=1, keepdim=True)
+                next_q = next_q_target.gather(1, next_actions)
+            else:
+                next_q = next_q_target.max(dim=1, keepdim=True).values
+            return rewards + (1 - dones) * discounts * next_q
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        if self._fast_trainer is not None:
+            loss_sum = self._fast_trainer.train(gradient_steps, batch_size)
+        else:
+            loss_sum = self._train_general(gradient_steps, batch_size)
+        self._n_updates += gradient_steps
+        self._apply_due_target_updates()
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", loss_sum / max(gradient_steps, 1))
+
+    def _train_general(self, gradient_steps: int, batch_size: int) -> float:
+        """The plain autograd path: works for any policy, replay buffer and optimizer."""
+        loss_fn = LOSSES[self.loss]
+        loss_sum = th.zeros(())
+        for _ in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            # n-step replay stores γⁿ per sample (shorter at episode ends); 1-step uses γ
+            discounts = batch.discounts if batch.discounts is not None else self.gamma
+            target_q = self.td_target(batch.rewards, batch.next_observations, batch.dones, discounts)
+            # Q(s, a) for the actions that were taken
+            current_q = self.q_net(batch.observations).gather(1, batch.actions.long())
+            loss = loss_fn(current_q, target_q)
+            loss_sum += loss.detach()
+
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            if self.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        return float(loss_sum)
+
+
+def _check_hyperparameters(
+    *,
+    tau: float,
+    target_update_interval: int,
+    exploration_schedule: str,
+    exploration_decay: float,
+    exploration_fraction: float,
+    exploration_initial_eps: float,
+    exploration_final_eps: float,
+    loss: str,
+    max_grad_norm: float | None,
+) -> None:
+    """Raise a ValueError that names the parameter and its allowed range."""
+
+    def fail(name: str, value: Any, allowed: str) -> None:
+        raise ValueError(f"SoftUpdateDQN: {name}={value!r} is invalid; {name} must be {allowed}.")
+
+    if not 0 < tau <= 1:
+        fail("tau", tau, "in (0, 1] (1e-3 in the lab; 1 means a hard copy)")
+    if isinstance(target_update_interval, bool) or not isinstance(target_update_interval, (int, np.integer)):
+        fail("target_update_interval", target_update_interval, "an integer >= 1 (the lab's C = 4)")
+    if target_update_interval < 1:
+        fail("target_update_interval", target_update_interval, "an integer >= 1 (the lab's C = 4)")
+    if exploration_schedule not in EXPLORATION_SCHEDULES:
+        fail("exploration_schedule", exploration_schedule, f"one of {EXPLORATION_SCHEDULES}")
+    if not 0 < exploration_decay <= 1:
+        fail("exploration_decay", exploration_decay, "in (0, 1] (0.995 in the lab)")
+    if not 0 <= exploration_fraction <= 1:
+        fail("exploration_fraction", exploration_fraction, "in [0, 1]")
+    for name, eps in (
+        ("exploration_initial_eps", exploration_initial_eps),
+        ("exploration_final_eps", exploration_final_eps),
+    ):
+        if not 0 <= eps <= 1:
+            fail(name, eps, "in [0, 1]")
+    if exploration_final_eps > exploration_initial_eps:
+        fail(
+            "exploration_final_eps",
+            exploration_final_eps,
+            f"<= exploration_initial_eps ({exploration_initial_eps})",
+        )
+    if loss not in LOSSES:
+        fail("loss", loss, f"one of {tuple(LOSSES)}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        fail("max_grad_norm", max_grad_norm, "None (no clipping, the lab) or > 0")
