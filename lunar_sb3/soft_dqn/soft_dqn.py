@@ -2,12 +2,13 @@
 
 from typing import Any, ClassVar, TypeVar
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples, Schedule
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy, MlpPolicy, MultiInputPolicy
 from torch.nn import functional as F
 
@@ -106,6 +107,10 @@ class SoftUpdateDQN(DQN):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if isinstance(env, str):
+            # SB3 would make it with render_mode="rgb_array", and LunarLander then simulates exhaust particles
+            # that training never draws (about 2x slower). Pass a made env to train with rendering.
+            env = gym.make(env)
         # Validate before SB3 builds envs and networks, so bad input fails fast and says why.
         _check_hyperparameters(
             tau=tau,
@@ -245,18 +250,21 @@ class SoftUpdateDQN(DQN):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", loss_sum / max(gradient_steps, 1))
 
+    def td_loss(self, batch: ReplayBufferSamples) -> th.Tensor:
+        """MSE (or Huber) between Q(s, a) and the TD target, averaged over the minibatch."""
+        # n-step replay stores γⁿ per sample (shorter at episode ends); 1-step uses γ
+        discounts = batch.discounts if batch.discounts is not None else self.gamma
+        target_q = self.td_target(batch.rewards, batch.next_observations, batch.dones, discounts)
+        # Q(s, a) for the actions that were taken
+        current_q = self.q_net(batch.observations).gather(1, batch.actions.long())
+        return LOSSES[self.loss](current_q, target_q)
+
     def _train_general(self, gradient_steps: int, batch_size: int) -> float:
         """The plain autograd path: works for any policy, replay buffer and optimizer."""
-        loss_fn = LOSSES[self.loss]
         loss_sum = th.zeros(())
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            # n-step replay stores γⁿ per sample (shorter at episode ends); 1-step uses γ
-            discounts = batch.discounts if batch.discounts is not None else self.gamma
-            target_q = self.td_target(batch.rewards, batch.next_observations, batch.dones, discounts)
-            # Q(s, a) for the actions that were taken
-            current_q = self.q_net(batch.observations).gather(1, batch.actions.long())
-            loss = loss_fn(current_q, target_q)
+            loss = self.td_loss(batch)
             loss_sum += loss.detach()
 
             self.policy.optimizer.zero_grad()
