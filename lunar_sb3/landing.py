@@ -28,7 +28,8 @@ class LandingOutcome(gym.Wrapper):
     * ``"crashed"``: the env's ``game_over`` flag, set when the lander's body (not a leg) touched the ground;
     * ``"out_of_bounds"``: |observation x| >= 1, the env's own off-screen termination;
     * ``"landed"``: the lander came to rest (Box2D put it to sleep, ``lander.awake`` is False) with both legs
-      on the ground and its body x between the flags (``helipad_x1 <= x <= helipad_x2``);
+      touching the ground and its body x between the flags (``helipad_x1 <= x <= helipad_x2``, i.e. |observation
+      x| <= the pad's half-width, as the pad is centred);
     * ``"landed_off_pad"``: at rest, but not with both legs down between the flags;
     * ``"timeout"``: none of the above, i.e. cut short while still flying (normally by ``TimeLimit``).
 
@@ -85,6 +86,16 @@ class LandingOutcome(gym.Wrapper):
         if abs((body_x - _HALF_WORLD_WIDTH) / _HALF_WORLD_WIDTH) >= 1.0:
             return "out_of_bounds"
         if not ll.lander.awake:
-            both_legs_down = all(leg.ground_contact for leg in ll.legs)
+            both_legs_down = all(_touches_ground(leg) for leg in ll.legs)
             return "landed" if both_legs_down and ll.helipad_x1 <= body_x <= ll.helipad_x2 else "landed_off_pad"
         return "timeout"
+
+
+def _touches_ground(leg: Any) -> bool:
+    """Whether Box2D has a touching contact on ``leg`` (legs collide with nothing but the terrain).
+
+    Not ``leg.ground_contact``: the env's contact listener keeps one boolean per leg, so when a leg that stands on
+    two terrain edges ends its contact with one of them, the flag (and observation[6:8]) reads False although the
+    leg still stands; the heuristic's seed-0 landing comes to rest with both flags False.
+    """
+    return any(edge.contact.touching for edge in leg.contacts)

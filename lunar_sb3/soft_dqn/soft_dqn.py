@@ -7,12 +7,21 @@ import numpy as np
 import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import (
+    GymEnv,
+    ReplayBufferSamples,
+    RolloutReturn,
+    Schedule,
+    TrainFreq,
+)
+from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy, MlpPolicy, MultiInputPolicy
 from torch.nn import functional as F
 
-from lunar_sb3.soft_dqn import fast_path
+from lunar_sb3.soft_dqn import fast_path, fast_rollout
 
 SelfSoftUpdateDQN = TypeVar("SelfSoftUpdateDQN", bound="SoftUpdateDQN")
 
@@ -167,13 +176,23 @@ class SoftUpdateDQN(DQN):
             self._setup_model()
 
     def _setup_model(self) -> None:
+        optimizer_kwargs = self.policy_kwargs.get("optimizer_kwargs") or {}
+        if self.policy_kwargs.get("optimizer_class", th.optim.Adam) is th.optim.Adam and not (
+            {"fused", "foreach"} & optimizer_kwargs.keys()
+        ):
+            # Fused Adam: one kernel for all parameters instead of a Python loop (same update rule)
+            self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, "fused": True}}
         super()._setup_model()
         self.exploration_rate = self._scheduled_exploration_rate()
         self._fast_trainer = fast_path.FastTrainer.for_model(self)
-        self.uses_fast_path = self._fast_trainer is not None
         if self.verbose >= 2:
-            reason = "fast path" if self.uses_fast_path else f"general path ({fast_path.unsupported_reason(self)})"
-            print(f"SoftUpdateDQN: training on the {reason}")
+            why = fast_path.unsupported_reason(self)
+            print(f"SoftUpdateDQN: training on the {'fast path' if why is None else f'general path ({why})'}")
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """True when training uses the hand-derived gradients and the lean rollout loop (see ``fast_path``)."""
+        return self._fast_trainer is not None
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_fast_trainer"]
@@ -238,12 +257,28 @@ class SoftUpdateDQN(DQN):
                 next_q = next_q_target.max(dim=1, keepdim=True).values
             return rewards + (1 - dones) * discounts * next_q
 
+    def collect_rollouts(  # type: ignore[override]
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        train_freq: TrainFreq,
+        replay_buffer: ReplayBuffer,
+        action_noise: ActionNoise | None = None,
+        learning_starts: int = 0,
+        log_interval: int | None = None,
+    ) -> RolloutReturn:
+        if replay_buffer is self.replay_buffer and fast_rollout.covers(self, train_freq):
+            return fast_rollout.collect_rollouts(self, env, callback, train_freq, learning_starts, log_interval)
+        return super().collect_rollouts(
+            env, callback, train_freq, replay_buffer, action_noise, learning_starts, log_interval
+        )
+
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        if self._fast_trainer is not None:
+        if self._fast_trainer is not None:  # a Linear/ReLU stack: training mode changes nothing
             loss_sum = self._fast_trainer.train(gradient_steps, batch_size)
         else:
+            self.policy.set_training_mode(True)
             loss_sum = self._train_general(gradient_steps, batch_size)
         self._n_updates += gradient_steps
         self._apply_due_target_updates()

@@ -1,0 +1,104 @@
+"""Lean experience collection for SoftUpdateDQN: SB3's ``collect_rollouts`` without its per-step overhead.
+
+It makes the same random calls in the same order as SB3's rollout loop (warm-up sampling, ε test, random
+actions), stores the same transitions, keeps the callback contract (``update_locals`` + ``on_step`` after every
+vec-env step, ``False`` stops training) and the Monitor statistics and logs. What it skips is the work a
+1-D observation, discrete-action, un-normalised env does not need: ``deepcopy`` of observations, ``predict``'s
+input checks, per-step ``info`` scans when no episode ended, and the autograd bookkeeping of the action forward.
+"""
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.utils import should_collect_more_steps
+from stable_baselines3.common.vec_env import VecEnv
+
+if TYPE_CHECKING:
+    from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
+
+
+def covers(model: "SoftUpdateDQN", train_freq: TrainFreq) -> bool:
+    """The lean loop needs the fast trainer's setting plus a plain (un-normalised, step-counted) rollout."""
+    return (
+        model._fast_trainer is not None
+        and model._vec_normalize_env is None
+        and model.action_noise is None
+        and train_freq.unit == TrainFrequencyUnit.STEP
+    )
+
+
+def _actions(model: "SoftUpdateDQN", n_envs: int, learning_starts: int) -> np.ndarray:
+    """ε-greedy actions for all envs, drawing random numbers exactly as SB3's ``_sample_action`` does."""
+    if model.num_timesteps < learning_starts:  # warm-up: uniform random actions
+        return np.array([model.action_space.sample() for _ in range(n_envs)])
+    if np.random.rand() < model.exploration_rate:  # explore: one coin for the whole batch, as DQN.predict
+        return np.array([model.action_space.sample() for _ in range(n_envs)])
+    with th.inference_mode():  # exploit: one batched forward for all envs
+        q_values, _ = model._fast_trainer.q_net.forward(th.from_numpy(model._last_obs).float())
+        return q_values.argmax(dim=1).numpy()
+
+
+def collect_rollouts(
+    model: "SoftUpdateDQN",
+    env: VecEnv,
+    callback: BaseCallback,
+    train_freq: TrainFreq,
+    learning_starts: int,
+    log_interval: int | None,
+) -> RolloutReturn:
+    buffer = model.replay_buffer
+    n_envs = env.num_envs
+    num_collected_steps, num_collected_episodes = 0, 0
+    callback.on_rollout_start()
+    while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
+        actions = _actions(model, n_envs, learning_starts)
+        new_obs, rewards, dones, infos = env.step(actions)
+        model.num_timesteps += n_envs
+        num_collected_steps += 1
+
+        callback.update_locals(
+            {"actions": actions, "new_obs": new_obs, "rewards": rewards, "dones": dones, "infos": infos}
+        )
+        if not callback.on_step():
+            return RolloutReturn(num_collected_steps * n_envs, num_collected_episodes, continue_training=False)
+
+        any_done = dones.any()
+        if any_done:  # Monitor puts episode statistics into `info` only when an episode ends
+            model._update_info_buffer(infos, dones)
+
+        # Store (s, a, r, s′, done); for a finished episode s′ is the terminal observation, not the reset one
+        next_obs = new_obs
+        timeouts = False
+        if any_done:
+            next_obs = new_obs.copy()
+            for i in np.flatnonzero(dones):
+                if infos[i].get("terminal_observation") is not None:
+                    next_obs[i] = infos[i]["terminal_observation"]
+            timeouts = [info.get("TimeLimit.truncated", False) for info in infos]
+        pos = buffer.pos
+        buffer.observations[pos] = model._last_obs
+        buffer.next_observations[pos] = next_obs
+        buffer.actions[pos] = actions.reshape(n_envs, -1)
+        buffer.rewards[pos] = rewards
+        buffer.dones[pos] = dones
+        if buffer.handle_timeout_termination:
+            buffer.timeouts[pos] = timeouts
+        buffer.pos += 1
+        if buffer.pos == buffer.buffer_size:
+            buffer.full, buffer.pos = True, 0
+        model._last_obs = new_obs
+
+        model._update_current_progress_remaining(model.num_timesteps, model._total_timesteps)
+        model._on_step()
+
+        if any_done:
+            for _ in range(int(np.count_nonzero(dones))):
+                num_collected_episodes += 1
+                model._episode_num += 1
+                if log_interval is not None and model._episode_num % log_interval == 0:
+                    model.dump_logs()
+    callback.on_rollout_end()
+    return RolloutReturn(num_collected_steps * n_envs, num_collected_episodes, continue_training=True)

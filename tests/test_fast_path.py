@@ -1,0 +1,160 @@
+"""The fast path computes what the general (autograd, SB3 rollout) path computes, and keeps SB3's contracts."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from lunar_sb3 import SoftUpdateDQN
+
+
+def general_path(model: SoftUpdateDQN) -> SoftUpdateDQN:
+    """Force the plain path: SB3's rollout loop and autograd gradients."""
+    model._fast_trainer = None
+    return model
+
+
+def filled_pair(seed: int = 0, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
+    """Two identical models (fast, general) whose replay memories hold the same LunarLander transitions."""
+    fast = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=seed, learning_starts=3000, **kwargs)
+    fast.learn(3000)  # warm-up only: random actions, no gradient step
+    plain = general_path(SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=seed, **kwargs))
+    plain.set_logger(Logger(folder=None, output_formats=[]))
+    plain.replay_buffer = copy.deepcopy(fast.replay_buffer)
+    plain.q_net.load_state_dict(fast.q_net.state_dict())
+    plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
+    assert fast.uses_fast_path and not plain.uses_fast_path
+    return fast, plain
+
+
+@pytest.mark.parametrize(
+    "loss, double_q, max_grad_norm",
+    [("mse", False, None), ("huber", False, None), ("mse", True, None), ("huber", True, None), ("mse", False, 1.0)],
+)
+def test_hand_gradients_equal_autograd_after_1000_steps(loss, double_q, max_grad_norm):
+    fast, plain = filled_pair(loss=loss, double_q=double_q, max_grad_norm=max_grad_norm, tau=0.01)
+    for step in range(1000):
+        for model in (fast, plain):
+            np.random.seed(step)  # same minibatch for both
+            model._due_target_updates = 1
+            model.train(gradient_steps=1, batch_size=64)
+    for net in ("q_net", "q_net_target"):
+        for p_fast, p_plain in zip(getattr(fast, net).parameters(), getattr(plain, net).parameters(), strict=True):
+            assert not th.equal(p_fast, p_fast.new_zeros(p_fast.shape))
+            th.testing.assert_close(p_fast, p_plain, rtol=0, atol=1e-5)
+    # Adam's moments were built from the same gradients too
+    fast_state, plain_state = fast.policy.optimizer.state.values(), plain.policy.optimizer.state.values()
+    for s_fast, s_plain in zip(fast_state, plain_state, strict=True):
+        th.testing.assert_close(s_fast["exp_avg"], s_plain["exp_avg"], rtol=0, atol=1e-5)
+
+
+def test_clipping_is_exercised():
+    """max_grad_norm=1.0 above really clips: the raw gradient norm of these batches exceeds it."""
+    fast, _ = filled_pair(max_grad_norm=1.0)
+    batch = fast.replay_buffer.sample(64)
+    fast.policy.optimizer.zero_grad()
+    fast.td_loss(batch).backward()
+    assert th.nn.utils.clip_grad_norm_(fast.q_net.parameters(), float("inf")) > 1.0
+
+
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_seeded_runs_agree_on_both_paths(n_envs):
+    def run(force_general: bool) -> SoftUpdateDQN:
+        env = make_vec_env("LunarLander-v2", n_envs=n_envs, seed=7)
+        model = SoftUpdateDQN("MlpPolicy", env, seed=7, exploration_decay=0.9)
+        if force_general:
+            general_path(model)
+        return model.learn(4000)
+
+    fast, plain = run(False), run(True)
+    for name in ("num_timesteps", "finished_episodes", "_episode_num", "_n_updates", "target_updates"):
+        assert getattr(fast, name) == getattr(plain, name), name
+    assert fast.exploration_rate == plain.exploration_rate < 0.5  # greedy actions were taken too
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(fast.replay_buffer, name), getattr(plain.replay_buffer, name), name)
+    assert fast.replay_buffer.pos == plain.replay_buffer.pos
+    assert [e["r"] for e in fast.ep_info_buffer] == [e["r"] for e in plain.ep_info_buffer]
+    for p_fast, p_plain in zip(fast.policy.parameters(), plain.policy.parameters(), strict=True):
+        th.testing.assert_close(p_fast, p_plain, rtol=0, atol=1e-5)
+
+
+class CountingCallback(BaseCallback):
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.stop_at = stop_at
+        self.dones_seen = 0
+
+    def _on_step(self) -> bool:
+        self.dones_seen += int(np.sum(self.locals["dones"]))
+        return self.n_calls != self.stop_at
+
+
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_callback_sees_every_step_and_can_stop(n_envs):
+    model = SoftUpdateDQN("MlpPolicy", make_vec_env("LunarLander-v2", n_envs=n_envs, seed=0), seed=0)
+    assert model.uses_fast_path
+    counter = CountingCallback()
+    model.learn(1200, callback=counter)
+    assert counter.n_calls == 1200 // n_envs
+    assert counter.dones_seen == model.finished_episodes
+    stopper = CountingCallback(stop_at=101)
+    model.learn(1200, callback=stopper)
+    assert stopper.n_calls == 101 and model.num_timesteps == 101 * n_envs
+
+
+def test_progress_bar_and_logger_keys(tmp_path, capsys):
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=0)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(3000, progress_bar=True, log_interval=1)
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    for key in ("train/loss", "train/n_updates", "rollout/exploration_rate", "rollout/ep_rew_mean", "time/fps"):
+        assert key in header, key
+    assert "3,000/3,000" in capsys.readouterr().out.replace("\u2009", "")
+
+
+class TinyExtractor(BaseFeaturesExtractor):
+    def __init__(self, observation_space: gym.Space) -> None:
+        super().__init__(observation_space, features_dim=16)
+        self.linear = nn.Linear(observation_space.shape[0], 16)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return th.tanh(self.linear(observations))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(policy_kwargs=dict(features_extractor_class=TinyExtractor)),
+        dict(policy_kwargs=dict(optimizer_class=th.optim.SGD)),
+        dict(n_steps=3),
+        dict(policy_kwargs=dict(activation_fn=nn.Tanh)),
+    ],
+    ids=["features_extractor", "optimizer", "replay_buffer", "activation"],
+)
+def test_uncovered_configurations_fall_back_and_still_learn(kwargs, capsys):
+    model = SoftUpdateDQN("MlpPolicy", "CartPole-v1", seed=0, verbose=2, **kwargs)
+    assert not model.uses_fast_path
+    assert "general path" in capsys.readouterr().out
+    start_states = th.as_tensor(np.stack([gym.make("CartPole-v1").reset(seed=s)[0] for s in range(64)]))
+
+    def mean_q() -> float:
+        with th.no_grad():
+            return float(model.q_net(start_states).mean())
+
+    # CartPole pays +1 per step: learning first shows as Q(s, ·) rising from ~0 towards the returns (>= 1)
+    before = mean_q()
+    model.learn(1500)
+    assert model._n_updates > 300 and model.target_updates > 300
+    assert mean_q() > before + 0.5
+
+
+def test_fast_path_is_reported(capsys):
+    assert SoftUpdateDQN("MlpPolicy", "LunarLander-v2", verbose=2).uses_fast_path
+    assert "fast path" in capsys.readouterr().out
