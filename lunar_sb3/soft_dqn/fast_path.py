@@ -1,10 +1,15 @@
 """Fast training path of SoftUpdateDQN: the same numbers as the autograd path, without framework overhead.
 
-For a 64-64 MLP and a minibatch of 64, autograd's graph bookkeeping costs more than the arithmetic, so the
-gradient of the TD loss is written out by hand for what the lab uses: a stack of Linear/ReLU layers, an MSE or
-Huber loss and Adam. The replay memory is sampled with the same random calls as SB3's ``ReplayBuffer`` so
-that a seeded run trains on the same minibatches either way. Anything else (custom feature extractors,
-other buffers or optimizers, VecNormalize) trains on the general path; ``model.uses_fast_path`` says which.
+For a 64-64 MLP and a minibatch of 64, per-operator overhead, not arithmetic, decides the cost of a gradient
+step: autograd records and replays a graph and ``Optimizer.step`` runs hooks and checks around one kernel.
+For what the lab uses (a stack of Linear/ReLU layers, an MSE or Huber loss, Adam) the backward pass is
+written out by hand with the kernels autograd itself would run, so results agree to float rounding (ReLU
+and argmax decisions are then taken identically, which keeps the two paths together over long runs), and
+Adam runs as the single fused kernel that ``Adam(fused=True)`` calls. Action selection, where a handful of
+observations meet the network, runs in NumPy on views of the same weights: a few microseconds instead of
+tens. The replay memory is sampled with the same random calls as SB3's ``ReplayBuffer``, so a seeded run
+trains on the same minibatches either way. Anything else (custom features extractors, other buffers or
+optimizers, non-CPU devices) trains on the general path; ``model.uses_fast_path`` says which.
 """
 
 from typing import TYPE_CHECKING
@@ -21,16 +26,18 @@ if TYPE_CHECKING:
 
 
 class LinearReluStack:
-    """Views of the weights of an ``nn.Sequential`` of Linear/ReLU layers, with a forward and a backward pass.
+    """A Linear/ReLU ``nn.Sequential`` with a forward and a hand-written backward pass.
 
-    It holds references to the module's own parameter tensors, which the optimizer, Polyak updates and
-    ``load_state_dict`` all modify in place, so it never goes stale.
+    It holds the module's own parameter tensors (and NumPy views of their memory), which the optimizer,
+    Polyak updates and ``load_state_dict`` all modify in place, so it never goes stale.
     """
 
     def __init__(self, sequential: nn.Sequential) -> None:
         linears = [layer for layer in sequential if isinstance(layer, nn.Linear)]
-        self.weights = [layer.weight for layer in linears]
-        self.biases = [layer.bias for layer in linears]
+        self.weights = [layer.weight.detach() for layer in linears]
+        self.biases = [layer.bias.detach() for layer in linears]
+        self.np_weights = [weight.numpy() for weight in self.weights]
+        self.np_biases = [bias.numpy() for bias in self.biases]
 
     @staticmethod
     def supports(sequential: nn.Module) -> bool:
@@ -41,12 +48,12 @@ class LinearReluStack:
         return pattern_ok and all(layer.bias is not None for layer in layers[::2])
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, list[th.Tensor]]:
-        """Q-values and the input of every Linear layer (needed by :meth:`backward`)."""
+        """Q-values and the input of every Linear layer (what :meth:`backward` needs)."""
         inputs = []
         last = len(self.weights) - 1
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             inputs.append(x)
-            x = th.addmm(bias, x, weight.t())  # x·Wᵀ + b, what nn.Linear computes
+            x = th.addmm(bias, x, weight.t())  # x·Wᵀ + b, the kernel nn.Linear runs
             if i < last:
                 x = th.relu(x)
         return x, inputs
@@ -57,11 +64,28 @@ class LinearReluStack:
         grad = grad_output
         for i in range(len(self.weights) - 1, -1, -1):
             layer_input = inputs[i]
-            grads[:0] = [grad.t() @ layer_input, grad.sum(dim=0)]  # ∂L/∂W = δᵀ·a, ∂L/∂b = Σ δ
+            grads[:0] = [grad.t().mm(layer_input), grad.sum(dim=0)]  # ∂L/∂W = δᵀ·a, ∂L/∂b = Σ δ
             if i > 0:
-                # δ of the layer below: back through W, then through ReLU (its input was > 0 where a > 0)
-                grad = (grad @ self.weights[i]) * (layer_input > 0)
+                # δ of the layer below: back through W, then through the ReLU that produced a (zero where a = 0);
+                # threshold_backward is the kernel of ReLU's own backward
+                grad = th.ops.aten.threshold_backward(grad.mm(self.weights[i]), layer_input, 0)
         return grads
+
+    def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) for a batch of observations, in NumPy."""
+        x = np.asarray(observations, dtype=np.float32)
+        last = len(self.np_weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.np_weights, self.np_biases, strict=True)):
+            x = x @ weight.T + bias
+            if i < last:
+                np.maximum(x, 0, out=x)
+        return x.argmax(axis=1)
+
+
+def clip_grad_norm(grads: list[th.Tensor], max_norm: float) -> None:
+    """Scale ``grads`` in place as ``torch.nn.utils.clip_grad_norm_`` scales ``param.grad``."""
+    total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(grads)))
+    th._foreach_mul_(grads, (max_norm / (total_norm + 1e-6)).clamp(max=1.0))
 
 
 def _is_vector_space(space: spaces.Space) -> bool:
@@ -72,15 +96,13 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
     """Why ``model`` must train on the general path, or None if the fast path covers it."""
     q_net = model.policy.q_net
     checks = [
-        (
-            isinstance(model.observation_space, spaces.Box) and len(model.observation_space.shape) == 1,
-            "a non-vector observation space",
-        ),
+        (_is_vector_space(model.observation_space), "a non-vector observation space"),
         (isinstance(q_net.features_extractor, FlattenExtractor), "a custom features extractor"),
         (LinearReluStack.supports(q_net.q_net), "a network that is not a Linear/ReLU stack"),
         (type(model.replay_buffer) is ReplayBuffer, "a custom replay buffer class"),
         (not model.optimize_memory_usage, "optimize_memory_usage=True"),
         (type(model.policy.optimizer) is th.optim.Adam, "an optimizer other than Adam"),
+        (model.device.type == "cpu", "a non-CPU device"),
     ]
     for ok, what in checks:
         if not ok:
@@ -121,7 +143,6 @@ class FastTrainer:
     def train(self, gradient_steps: int, batch_size: int) -> float:
         """Run ``gradient_steps`` steps and return the sum of their losses."""
         model = self.model
-        optimizer = model.policy.optimizer
         loss_sum = 0.0
         for _ in range(gradient_steps):
             obs, actions, next_obs, dones, rewards = self.sample(batch_size)
@@ -145,10 +166,44 @@ class FastTrainer:
                 grad_error = error.clamp(-1.0, 1.0) / batch_size  # ∂ mean(huber(e)) / ∂e
             grad_q = th.zeros_like(q_values).scatter_(1, actions, grad_error)  # only Q(s, a) enters the loss
 
-            for param, grad in zip(self.parameters, self.q_net.backward(inputs, grad_q), strict=True):
-                param.grad = grad
+            grads = self.q_net.backward(inputs, grad_q)
             if model.max_grad_norm is not None:
-                th.nn.utils.clip_grad_norm_(self.parameters, model.max_grad_norm)
-            optimizer.step()
+                clip_grad_norm(grads, model.max_grad_norm)
+            self._adam_step(model.policy.optimizer, grads)
             loss_sum += float(loss)
         return loss_sum
+
+    def _adam_step(self, optimizer: th.optim.Optimizer, grads: list[th.Tensor]) -> None:
+        """Adam's update through the fused kernel that ``Adam(fused=True).step()`` calls.
+
+        ``Optimizer.step`` spends most of its time on hooks, profiling and grouping checks for six tiny
+        tensors; the arithmetic is one kernel call. The first step (which creates the state) and any Adam
+        option the kernel call below does not pass go through ``optimizer.step()`` itself.
+        """
+        group = optimizer.param_groups[0]
+        states = [optimizer.state.get(param) for param in self.parameters]
+        plain_fused_adam = group["fused"] and not (
+            group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
+        )
+        if not plain_fused_adam or len(optimizer.param_groups) > 1 or not all(states):
+            for param, grad in zip(self.parameters, grads, strict=True):
+                param.grad = grad
+            optimizer.step()
+            return
+        steps = [state["step"] for state in states]
+        th._foreach_add_(steps, 1)
+        th._fused_adam_(
+            self.parameters,
+            grads,
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )

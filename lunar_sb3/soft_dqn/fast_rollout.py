@@ -3,18 +3,17 @@
 It makes the same random calls in the same order as SB3's rollout loop (warm-up sampling, ε test, random
 actions), stores the same transitions, keeps the callback contract (``update_locals`` + ``on_step`` after every
 vec-env step, ``False`` stops training) and the Monitor statistics and logs. What it skips is the work a
-1-D observation, discrete-action, un-normalised env does not need: ``deepcopy`` of observations, ``predict``'s
-input checks, per-step ``info`` scans when no episode ended, and the autograd bookkeeping of the action forward.
+1-D observation, discrete-action, un-normalised env does not need: ``deepcopy`` of observations and infos,
+``predict``'s input checks, per-step ``info`` scans when no episode ended, and torch for a batch-of-one forward.
 """
 
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 if TYPE_CHECKING:
     from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
@@ -36,9 +35,33 @@ def _actions(model: "SoftUpdateDQN", n_envs: int, learning_starts: int) -> np.nd
         return np.array([model.action_space.sample() for _ in range(n_envs)])
     if np.random.rand() < model.exploration_rate:  # explore: one coin for the whole batch, as DQN.predict
         return np.array([model.action_space.sample() for _ in range(n_envs)])
-    with th.inference_mode():  # exploit: one batched forward for all envs
-        q_values, _ = model._fast_trainer.q_net.forward(th.from_numpy(model._last_obs).float())
-        return q_values.argmax(dim=1).numpy()
+    return model._fast_trainer.q_net.greedy_actions(model._last_obs)  # exploit: one forward for all envs
+
+
+def _step_envs(env: VecEnv, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """``env.step(actions)``; for a plain ``DummyVecEnv``, the same steps without its defensive copies.
+
+    ``DummyVecEnv.step_wait`` deep-copies every ``info`` dict and copies its observation buffer, which costs
+    about a third of a LunarLander step. Here every step builds fresh arrays and passes on the dicts the
+    envs just returned, so nothing is shared between steps and there is nothing to copy.
+    """
+    if type(env) is not DummyVecEnv:
+        return env.step(actions)
+    n_envs = env.num_envs
+    observations = np.empty((n_envs, *env.observation_space.shape), dtype=env.observation_space.dtype)
+    rewards = np.empty(n_envs, dtype=np.float32)
+    dones = np.empty(n_envs, dtype=bool)
+    infos = []
+    for i, sub_env in enumerate(env.envs):
+        obs, rewards[i], terminated, truncated, info = sub_env.step(actions[i])
+        dones[i] = terminated or truncated
+        info["TimeLimit.truncated"] = truncated and not terminated
+        if dones[i]:  # auto-reset, keeping the last observation where SB3 keeps it
+            info["terminal_observation"] = obs
+            obs, env.reset_infos[i] = sub_env.reset()
+        observations[i] = obs
+        infos.append(info)
+    return observations, rewards, dones, infos
 
 
 def collect_rollouts(
@@ -55,7 +78,7 @@ def collect_rollouts(
     callback.on_rollout_start()
     while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
         actions = _actions(model, n_envs, learning_starts)
-        new_obs, rewards, dones, infos = env.step(actions)
+        new_obs, rewards, dones, infos = _step_envs(env, actions)
         model.num_timesteps += n_envs
         num_collected_steps += 1
 

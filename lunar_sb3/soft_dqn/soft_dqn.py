@@ -184,6 +184,11 @@ class SoftUpdateDQN(DQN):
             self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, "fused": True}}
         super()._setup_model()
         self.exploration_rate = self._scheduled_exploration_rate()
+        # Storage-sharing aliases, built once: collecting them per update costs more than the update itself
+        self._polyak_pairs = (
+            [p.data for p in self.q_net.parameters()],
+            [p.data for p in self.q_net_target.parameters()],
+        )
         self._fast_trainer = fast_path.FastTrainer.for_model(self)
         if self.verbose >= 2:
             why = fast_path.unsupported_reason(self)
@@ -195,7 +200,7 @@ class SoftUpdateDQN(DQN):
         return self._fast_trainer is not None
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_fast_trainer"]
+        return [*super()._excluded_save_params(), "_fast_trainer", "_polyak_pairs"]
 
     # ------------------------------------------------------------------ exploration
     def _scheduled_exploration_rate(self) -> float:
@@ -232,8 +237,7 @@ class SoftUpdateDQN(DQN):
         """w⁻ ← τ·w + (1 − τ)·w⁻ for every due update, all parameters in one fused call each."""
         if self._due_target_updates == 0:
             return
-        online = [p.data for p in self.q_net.parameters()]
-        target = [p.data for p in self.q_net_target.parameters()]
+        online, target = self._polyak_pairs
         for _ in range(self._due_target_updates):
             # lerp(w⁻, w, τ) = w⁻ + τ·(w − w⁻) = τ·w + (1 − τ)·w⁻
             th._foreach_lerp_(target, online, self.tau)
