@@ -1,0 +1,324 @@
+"""Side-by-side evidence: SoftUpdateDQN against Stable-Baselines3's DQN on Lunar Lander.
+
+``python -m lunar_sb3.benchmark solve``       train K seeds of each agent to the lab's "solved", evaluate, plot
+``python -m lunar_sb3.benchmark throughput``  env steps per second on identical settings and envs
+``python -m lunar_sb3.benchmark zoo``         the same through ``python -m rl_zoo3.train``, as users run it
+
+Runs of different agents are interleaved (seed 0 of each, then seed 1, ...) so that timing ratios are taken
+under the same machine load; each run uses one torch thread.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+from tqdm import tqdm
+
+from lunar_sb3 import SoftUpdateDQN, StopTrainingOnSolved
+from lunar_sb3.envs import LAB_ENV_ID
+from lunar_sb3.evaluate import evaluate_model
+
+LAB_NET = dict(net_arch=[64, 64])
+# SB3's DQN as close to the lab as it allows: same network, lr, memory, minibatch, γ, τ and C; its own
+# linear ε schedule (1.0 → 0.01 over the first 10 % of the step budget) and its default loss (Huber).
+SB3_LAB = dict(
+    learning_rate=1e-3,
+    buffer_size=100_000,
+    learning_starts=64,
+    batch_size=64,
+    gamma=0.995,
+    tau=1e-3,
+    train_freq=4,
+    gradient_steps=1,
+    target_update_interval=4,
+    exploration_initial_eps=1.0,
+    exploration_final_eps=0.01,
+    exploration_fraction=0.1,
+    policy_kwargs=LAB_NET,
+)
+# rl-zoo3's tuned DQN hyperparameters for LunarLander (hyperparams/dqn.yml)
+SB3_ZOO_TUNED = dict(
+    learning_rate=6.3e-4,
+    batch_size=128,
+    buffer_size=50_000,
+    learning_starts=0,
+    gamma=0.99,
+    target_update_interval=250,
+    train_freq=4,
+    gradient_steps=-1,
+    exploration_fraction=0.12,
+    exploration_final_eps=0.1,
+    policy_kwargs=dict(net_arch=[256, 256]),
+)
+AGENTS = {
+    "soft_dqn": (SoftUpdateDQN, {}),
+    "sb3_dqn": (DQN, SB3_LAB),
+    "sb3_dqn_zoo": (DQN, SB3_ZOO_TUNED),
+}
+LABELS = {
+    "soft_dqn": "SoftUpdateDQN (defaults)",
+    "sb3_dqn": "SB3 DQN, lab settings",
+    "sb3_dqn_zoo": "SB3 DQN, rl-zoo3 tuned",
+}
+
+
+class EpisodeRecorder(BaseCallback):
+    """Keeps every training episode's return and the env step at which it ended (the learning curve)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.returns: list[float] = []
+        self.timesteps: list[int] = []
+
+    def _on_step(self) -> bool:
+        if np.any(self.locals["dones"]):
+            for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+                if done and "episode" in info:
+                    self.returns.append(round(float(info["episode"]["r"]), 2))
+                    self.timesteps.append(self.num_timesteps)
+        return True
+
+
+def make_lab_env(seed: int) -> DummyVecEnv:
+    """The training env every agent gets: LunarLander-v2, no rendering, Monitor statistics, seeded."""
+    env = DummyVecEnv([lambda: Monitor(gym.make(LAB_ENV_ID))])
+    env.seed(seed)
+    return env
+
+
+def solve_run(agent: str, seed: int, max_steps: int, eval_episodes: int) -> dict[str, Any]:
+    """Train one agent until solved (or ``max_steps``), then evaluate it greedily."""
+    th.set_num_threads(1)
+    algo_class, kwargs = AGENTS[agent]
+    model = algo_class("MlpPolicy", make_lab_env(seed), seed=seed, **kwargs)
+    solved, curve = StopTrainingOnSolved(verbose=0), EpisodeRecorder()
+    start = time.perf_counter()
+    model.learn(max_steps, callback=CallbackList([solved, curve]))
+    seconds = time.perf_counter() - start
+    evaluation = evaluate_model(model, LAB_ENV_ID, n_episodes=eval_episodes, seed=10_000 + seed)["summary"]
+    return {
+        "agent": agent,
+        "seed": seed,
+        "solved": solved.solved_at_episode is not None,
+        "episodes": len(curve.returns),
+        "steps": model.num_timesteps,
+        "seconds": round(seconds, 2),
+        "steps_per_second": round(model.num_timesteps / seconds, 1),
+        "evaluation": evaluation,
+        "curve": {"returns": curve.returns, "timesteps": curve.timesteps},
+    }
+
+
+def run_solve(args: argparse.Namespace) -> None:
+    jobs = [(agent, seed) for seed in range(args.seed0, args.seed0 + args.seeds) for agent in args.agents]
+    results = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(solve_run, agent, seed, args.max_steps, args.eval_episodes) for agent, seed in jobs]
+        for future in tqdm(futures, desc="training runs", unit="run"):
+            results.append(future.result())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "command": "python -m lunar_sb3.benchmark " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu_count": os.cpu_count(),
+        "torch_threads_per_run": 1,
+        "jobs": args.jobs,
+    }
+    (out / "solve.json").write_text(json.dumps({"meta": meta, "runs": results}, indent=1))
+    table = solve_table(results, args.agents)
+    (out / "solve.md").write_text(table + "\n")
+    plot_curves(results, args.agents, out / "learning_curves.png")
+    print(table)
+    print(f"\nwrote {out / 'solve.json'}, {out / 'solve.md'}, {out / 'learning_curves.png'}")
+
+
+def _median_min_max(values: list[float], fmt: str = "{:.0f}") -> str:
+    if not values:
+        return "–"
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def solve_table(results: list[dict[str, Any]], agents: list[str]) -> str:
+    """Markdown: per agent the solve rate, cost to solve (median (min–max) over solved runs) and final eval."""
+    rows = [
+        "| agent | solved | episodes to solve | env steps to solve | seconds to solve | env steps/s "
+        "| eval return | eval ≥ 200 | landed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for agent in agents:
+        runs = [r for r in results if r["agent"] == agent]
+        solved = [r for r in runs if r["solved"]]
+        evals = [r["evaluation"] for r in runs]
+        rows.append(
+            f"| {LABELS[agent]} | {len(solved)}/{len(runs)} "
+            f"| {_median_min_max([r['episodes'] for r in solved])} "
+            f"| {_median_min_max([r['steps'] for r in solved])} "
+            f"| {_median_min_max([r['seconds'] for r in solved])} "
+            f"| {statistics.median(r['steps_per_second'] for r in runs):.0f} "
+            f"| {statistics.mean(e['return_mean'] for e in evals):.1f} "
+            f"| {100 * statistics.mean(e['solved_share'] for e in evals):.0f} % "
+            f"| {100 * statistics.mean(e['outcome_shares']['landed'] for e in evals):.0f} % |"
+        )
+    if "soft_dqn" in agents and "sb3_dqn" in agents:
+        ours = {r["seed"]: r for r in results if r["agent"] == "soft_dqn"}
+        theirs = {r["seed"]: r for r in results if r["agent"] == "sb3_dqn"}
+        speed = [ours[s]["steps_per_second"] / theirs[s]["steps_per_second"] for s in ours if s in theirs]
+        both = [s for s in ours if s in theirs and ours[s]["solved"] and theirs[s]["solved"]]
+        time_ratio = [ours[s]["seconds"] / theirs[s]["seconds"] for s in both]
+        rows.append("")
+        rows.append(
+            f"Ratio SoftUpdateDQN ÷ SB3 DQN (lab settings), median over seeds: env steps/s "
+            f"{statistics.median(speed):.2f}×; wall seconds to solve "
+            + (
+                f"{statistics.median(time_ratio):.2f}× (seeds both solved: {len(both)})"
+                if both
+                else "– (no seed solved by both)"
+            )
+        )
+    return "\n".join(rows)
+
+
+def plot_curves(results: list[dict[str, Any]], agents: list[str], path: Path) -> None:
+    """Training return (100-episode moving average) against env steps, one line per seed, 200 drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(agents), figsize=(5 * len(agents), 4), sharey=True, squeeze=False)
+    for ax, agent in zip(axes[0], agents, strict=True):
+        for run in (r for r in results if r["agent"] == agent):
+            returns = np.asarray(run["curve"]["returns"], dtype=float)
+            steps = np.asarray(run["curve"]["timesteps"])
+            if len(returns) == 0:
+                continue
+            window = min(100, len(returns))
+            moving = np.convolve(returns, np.ones(window) / window, mode="valid")
+            ax.plot(
+                steps[window - 1 :], moving, label=f"seed {run['seed']}" + ("" if run["solved"] else " (not solved)")
+            )
+        ax.axhline(200, color="black", linestyle="--", linewidth=1)
+        ax.set_title(LABELS[agent])
+        ax.set_xlabel("env steps")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("training return, 100-episode mean")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def throughput_run(agent: str, steps: int, seed: int = 0) -> float:
+    """Env steps/s of one agent on the lab's settings with ε fixed at 0.1 (so both act greedily 90 % of steps)."""
+    th.set_num_threads(1)
+    algo_class, kwargs = AGENTS[agent]
+    kwargs = {**kwargs, "exploration_initial_eps": 0.1, "exploration_final_eps": 0.1}
+    model = algo_class("MlpPolicy", make_lab_env(seed), seed=seed, **kwargs)
+    start = time.perf_counter()
+    model.learn(steps)
+    return steps / (time.perf_counter() - start)
+
+
+def run_throughput(args: argparse.Namespace) -> None:
+    rates: dict[str, list[float]] = {"soft_dqn": [], "sb3_dqn": []}
+    for round_ in tqdm(range(args.rounds), desc="interleaved rounds"):
+        for agent in rates:  # same process, one after the other: same machine load
+            rates[agent].append(throughput_run(agent, args.steps, seed=round_))
+    ours, theirs = statistics.median(rates["soft_dqn"]), statistics.median(rates["sb3_dqn"])
+    print(f"env steps/s, median of {args.rounds} interleaved rounds of {args.steps} steps (one torch thread):")
+    for agent, values in rates.items():
+        print(
+            f"  {LABELS[agent]:<28} {statistics.median(values):8.0f}   rounds: {', '.join(f'{v:.0f}' for v in values)}"
+        )
+    print(f"  ratio SoftUpdateDQN ÷ SB3 DQN: {ours / theirs:.2f}×")
+
+
+def zoo_fps(algo: str, steps: int, folder: str, extra: list[str]) -> float:
+    """Env steps/s as rl-zoo3 reports them (``time/fps`` of the last log line) for one training run."""
+    command = [
+        sys.executable,
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        algo,
+        "--env",
+        LAB_ENV_ID,
+        "-n",
+        str(steps),
+        "--eval-freq",
+        "-1",
+        "-f",
+        folder,
+        "--seed",
+        "0",
+        *extra,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(re.findall(r"\|\s+fps\s+\|\s+(\d+)", output)[-1])
+
+
+def run_zoo(args: argparse.Namespace) -> None:
+    lab = {k: v for k, v in SB3_LAB.items() if k != "policy_kwargs"}
+    dqn_params = [f"{key}:{value}" for key, value in lab.items()] + ["policy_kwargs:dict(net_arch=[64,64])"]
+    rates: dict[str, list[float]] = {"soft_dqn": [], "dqn": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in tqdm(range(args.rounds), desc="interleaved rounds"):
+            rates["soft_dqn"].append(zoo_fps("soft_dqn", args.steps, folder, []))
+            rates["dqn"].append(zoo_fps("dqn", args.steps, folder, ["-params", *dqn_params]))
+    print(f"rl-zoo3 train, env steps/s (time/fps), median of {args.rounds} rounds of {args.steps} steps:")
+    for algo, values in rates.items():
+        print(f"  --algo {algo:<9} {statistics.median(values):8.0f}   rounds: {', '.join(f'{v:.0f}' for v in values)}")
+    print(f"  ratio soft_dqn ÷ dqn: {statistics.median(rates['soft_dqn']) / statistics.median(rates['dqn']):.2f}×")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lunar_sb3.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    solve = commands.add_parser("solve", help="train K seeds per agent to 'solved', evaluate, plot")
+    solve.add_argument("--seeds", type=int, default=5, help="seeds per agent (default 5)")
+    solve.add_argument("--seed0", type=int, default=0, help="first seed")
+    solve.add_argument("--agents", nargs="+", choices=list(AGENTS), default=["soft_dqn", "sb3_dqn"])
+    solve.add_argument("--max-steps", type=int, default=1_500_000, help="step cap per run")
+    solve.add_argument("--eval-episodes", type=int, default=100)
+    solve.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
+    solve.add_argument("--out", default="benchmark_results", help="folder for solve.json, solve.md, the PNG")
+    solve.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, proves nothing")
+    throughput = commands.add_parser("throughput", help="env steps/s, SoftUpdateDQN vs SB3 DQN, same settings")
+    throughput.add_argument("--steps", type=int, default=20_000)
+    throughput.add_argument("--rounds", type=int, default=3)
+    zoo = commands.add_parser("zoo", help="env steps/s through rl_zoo3.train, soft_dqn vs dqn (lab settings)")
+    zoo.add_argument("--steps", type=int, default=30_000)
+    zoo.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.command == "solve":
+        if args.quick:
+            args.seeds, args.max_steps, args.eval_episodes = min(args.seeds, 2), 2_000, 2
+        if args.seeds < 1 or args.max_steps < 1 or args.eval_episodes < 1 or args.jobs < 1:
+            parser.error("--seeds, --max-steps, --eval-episodes and --jobs must be >= 1")
+        run_solve(args)
+    elif args.command == "throughput":
+        run_throughput(args)
+    else:
+        run_zoo(args)
+
+
+if __name__ == "__main__":
+    main()

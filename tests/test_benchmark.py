@@ -1,0 +1,88 @@
+"""The benchmark and plotting tools run end to end (tiny budgets: they check the pipeline, not the results)."""
+
+import json
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from lunar_sb3.benchmark import solve_table
+from lunar_sb3.plot import plot_learning_curve
+
+
+def run(*args: str, cwd) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return result
+
+
+def test_solve_quick_writes_json_table_and_png(tmp_path):
+    result = run("-m", "lunar_sb3.benchmark", "solve", "--quick", "--jobs", "2", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "out" / "solve.json").read_text())
+    runs = data["runs"]
+    assert sorted((r["agent"], r["seed"]) for r in runs) == [
+        ("sb3_dqn", 0),
+        ("sb3_dqn", 1),
+        ("soft_dqn", 0),
+        ("soft_dqn", 1),
+    ]
+    for r in runs:
+        assert r["steps"] >= 2000 and r["seconds"] > 0 and r["steps_per_second"] > 0
+        assert len(r["curve"]["returns"]) == len(r["curve"]["timesteps"]) == r["episodes"] > 0
+        assert r["evaluation"]["n_episodes"] == 2
+    table = (tmp_path / "out" / "solve.md").read_text()
+    assert "SoftUpdateDQN (defaults)" in table and "SB3 DQN, lab settings" in table and "0/2" in table
+    assert "env steps/s" in table and "×" in table
+    image = matplotlib.image.imread(tmp_path / "out" / "learning_curves.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+
+
+def test_solve_table_reports_medians_and_ratios():
+    def fake(agent, seed, solved, episodes, seconds, sps):
+        evaluation = {"return_mean": 250.0, "solved_share": 0.9, "outcome_shares": {"landed": 0.8}}
+        return dict(
+            agent=agent,
+            seed=seed,
+            solved=solved,
+            episodes=episodes,
+            steps=episodes * 300,
+            seconds=seconds,
+            steps_per_second=sps,
+            evaluation=evaluation,
+        )
+
+    results = [fake("soft_dqn", s, True, 500 + 100 * s, 50.0 + s, 4000.0) for s in range(3)]
+    results += [fake("sb3_dqn", s, s < 2, 700, 400.0, 1000.0) for s in range(3)]
+    table = solve_table(results, ["soft_dqn", "sb3_dqn"])
+    assert "| SoftUpdateDQN (defaults) | 3/3 | 600 (500–700) |" in table
+    assert "| SB3 DQN, lab settings | 2/3 | 700 (700–700) |" in table
+    assert "env steps/s 4.00×" in table
+    assert "0.13× (seeds both solved: 2)" in table  # median of 50/400 and 51/400
+    assert "| 90 % | 80 % |" in table
+
+
+def test_throughput_mode_prints_both_rates_and_ratio(tmp_path):
+    result = run("-m", "lunar_sb3.benchmark", "throughput", "--steps", "600", "--rounds", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SoftUpdateDQN (defaults)" in result.stdout and "SB3 DQN, lab settings" in result.stdout
+    assert "ratio SoftUpdateDQN ÷ SB3 DQN:" in result.stdout
+
+
+def test_plot_learning_curve_from_monitor_files(tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from lunar_sb3 import SoftUpdateDQN
+
+    SoftUpdateDQN("MlpPolicy", make_vec_env("CartPole-v1", seed=0, monitor_dir=str(tmp_path))).learn(3000)
+    png = plot_learning_curve(tmp_path, tmp_path / "curve.png")
+    image = matplotlib.image.imread(png)
+    assert image.shape[2] in (3, 4) and image.std() > 0
+    result = run("-m", "lunar_sb3.plot", str(tmp_path / "missing"), cwd=tmp_path)
+    assert result.returncode == 2 and "no *.monitor.csv" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["solve", "--seeds", "0"], ["solve", "--agents", "ppo"]])
+def test_benchmark_rejects_bad_input(tmp_path, argv):
+    result = run("-m", "lunar_sb3.benchmark", *argv, cwd=tmp_path)
+    assert result.returncode == 2 and "error" in result.stderr and "Traceback" not in result.stderr
