@@ -115,7 +115,7 @@ def test_one_polyak_update_is_exact():
         assert th.equal(w, p)
 
 
-@pytest.mark.parametrize("n_envs, total", [(1, 1000), (4, 1024)])
+@pytest.mark.parametrize("n_envs, total", [(1, 1000), (4, 1024), (8, 1024)])
 def test_target_update_cadence_counts_transitions(n_envs, total):
     env = make_vec_env(FixedLengthEnv, n_envs=n_envs, seed=0)
     model = SoftUpdateDQN("MlpPolicy", env, seed=0).learn(total)

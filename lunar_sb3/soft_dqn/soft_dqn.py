@@ -1,5 +1,6 @@
 """Soft-update Deep Q-Learning: the "Deep Q-Learning - Lunar Lander" lab as a Stable-Baselines3 ``DQN``."""
 
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
@@ -182,7 +183,10 @@ class SoftUpdateDQN(DQN):
         ):
             # Fused Adam: one kernel for all parameters instead of a Python loop (same update rule)
             self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, "fused": True}}
-        super()._setup_model()
+        with warnings.catch_warnings():
+            # DQN warns that n_envs > C updates the target once per vec-env step; here C counts transitions
+            warnings.filterwarnings("ignore", message="The number of environments used is greater than the target")
+            super()._setup_model()
         self.exploration_rate = self._scheduled_exploration_rate()
         # Storage-sharing aliases, built once: collecting them per update costs more than the update itself
         self._polyak_pairs = (
