@@ -6,8 +6,9 @@ Importing this module registers everything (idempotently), so ``--gym-packages l
 
 import functools
 import inspect
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 import rl_zoo3.exp_manager
@@ -85,12 +86,52 @@ def _default_to_packaged_hyperparams(init: Any) -> Any:
     @functools.wraps(init)
     def __init__(*args: Any, **kwargs: Any) -> None:
         bound = signature.bind(*args, **kwargs)
-        if bound.arguments.get("algo") == ALGO_NAME and not bound.arguments.get("config"):
-            bound.arguments["config"] = str(hyperparams_path())
+        arguments = bound.arguments
+        if arguments.get("algo") == ALGO_NAME:
+            if not arguments.get("config"):
+                arguments["config"] = str(hyperparams_path())
+            _check_optuna_storage(arguments.get("storage"), arguments.get("study_name"), arguments.get("trial_id"))
         init(*bound.args, **bound.kwargs)
 
     __init__._lunar_sb3_wrapped = True  # type: ignore[attr-defined]
     return __init__
+
+
+def _check_optuna_storage(storage: str | None, study_name: str | None, trial_id: int | None) -> None:
+    """Stop with a one-line message, before any training, when ``--storage``/``--study-name``/``--trial-id``
+    cannot work (Optuna would otherwise fail later with a bare ``KeyError`` or ``IsADirectoryError``)."""
+    if storage is None:
+        return
+
+    def fail(message: str) -> NoReturn:
+        raise SystemExit(f"rl_zoo3.train --algo {ALGO_NAME}: error: {message}")
+
+    if storage.endswith(".log"):  # a journal file, shared by the workers
+        journal = Path(storage)
+        if journal.is_dir():
+            fail(f"--storage {storage} is a directory; pass a journal file such as logs/study.log")
+        if journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
+            fail(f"--storage {storage} is not readable and writable by this user")
+        if trial_id is not None and not journal.exists():
+            fail(f"--storage {storage} does not exist, so there is no trial {trial_id} to load")
+    if trial_id is None:
+        return
+    if study_name is None:
+        fail("--trial-id needs --study-name")
+    backend = (
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+        if storage.endswith(".log")
+        else storage
+    )
+    try:
+        names = optuna.get_all_study_names(storage=backend)
+    except Exception as error:
+        fail(f"cannot read the Optuna storage {storage} ({type(error).__name__}: {error})")
+    if study_name not in names:
+        fail(f"no study named {study_name!r} in {storage}; it holds: {', '.join(names) or 'no study'}")
+    trials = optuna.load_study(study_name=study_name, storage=backend).trials
+    if not 0 <= trial_id < len(trials):
+        fail(f"study {study_name!r} has trials 0..{len(trials) - 1}, not {trial_id}")
 
 
 def register() -> None:
