@@ -24,6 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+import yaml
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
@@ -66,16 +67,32 @@ SB3_ZOO_TUNED = dict(
     exploration_final_eps=0.1,
     policy_kwargs=dict(net_arch=[256, 256]),
 )
-AGENTS = {
+# agent name -> (class, keyword arguments, or the name of a hyperparameter YAML shipped with lunar_sb3)
+AGENTS: dict[str, tuple[type, dict[str, Any] | str]] = {
     "soft_dqn": (SoftUpdateDQN, {}),
+    "soft_dqn_tuned": (SoftUpdateDQN, "soft_dqn_tuned.yml"),
     "sb3_dqn": (DQN, SB3_LAB),
     "sb3_dqn_zoo": (DQN, SB3_ZOO_TUNED),
 }
 LABELS = {
     "soft_dqn": "SoftUpdateDQN (defaults)",
+    "soft_dqn_tuned": "SoftUpdateDQN (tuned preset)",
     "sb3_dqn": "SB3 DQN, lab settings",
     "sb3_dqn_zoo": "SB3 DQN, rl-zoo3 tuned",
 }
+
+
+def agent_kwargs(agent: str) -> tuple[type, dict[str, Any]]:
+    """The class and constructor arguments of an agent; a YAML preset is read as rl-zoo3 would read it."""
+    algo_class, kwargs = AGENTS[agent]
+    if isinstance(kwargs, str):
+        from lunar_sb3.zoo import hyperparams_path
+
+        entry = yaml.safe_load(hyperparams_path(kwargs).read_text())[LAB_ENV_ID]
+        kwargs = {k: v for k, v in entry.items() if k not in ("n_timesteps", "policy", "callback")}
+        if isinstance(kwargs.get("policy_kwargs"), str):
+            kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"])  # the zoo's convention: a Python expression
+    return algo_class, kwargs
 
 
 class EpisodeRecorder(BaseCallback):
@@ -105,7 +122,7 @@ def make_lab_env(seed: int) -> DummyVecEnv:
 def solve_run(agent: str, seed: int, max_steps: int, eval_episodes: int) -> dict[str, Any]:
     """Train one agent until solved (or ``max_steps``), then evaluate it greedily."""
     th.set_num_threads(1)
-    algo_class, kwargs = AGENTS[agent]
+    algo_class, kwargs = agent_kwargs(agent)
     model = algo_class("MlpPolicy", make_lab_env(seed), seed=seed, **kwargs)
     solved, curve = StopTrainingOnSolved(verbose=0), EpisodeRecorder()
     start = time.perf_counter()
@@ -176,23 +193,28 @@ def solve_table(results: list[dict[str, Any]], agents: list[str]) -> str:
             f"| {100 * statistics.mean(e['solved_share'] for e in evals):.0f} % "
             f"| {100 * statistics.mean(e['outcome_shares']['landed'] for e in evals):.0f} % |"
         )
-    if "soft_dqn" in agents and "sb3_dqn" in agents:
-        ours = {r["seed"]: r for r in results if r["agent"] == "soft_dqn"}
-        theirs = {r["seed"]: r for r in results if r["agent"] == "sb3_dqn"}
-        speed = [ours[s]["steps_per_second"] / theirs[s]["steps_per_second"] for s in ours if s in theirs]
-        both = [s for s in ours if s in theirs and ours[s]["solved"] and theirs[s]["solved"]]
-        time_ratio = [ours[s]["seconds"] / theirs[s]["seconds"] for s in both]
+    first = agents[0]
+    for other in agents[1:]:
         rows.append("")
-        rows.append(
-            f"Ratio SoftUpdateDQN ÷ SB3 DQN (lab settings), median over seeds: env steps/s "
-            f"{statistics.median(speed):.2f}×; wall seconds to solve "
-            + (
-                f"{statistics.median(time_ratio):.2f}× (seeds both solved: {len(both)})"
-                if both
-                else "– (no seed solved by both)"
-            )
-        )
+        rows.append(f"{LABELS[first]} ÷ {LABELS[other]}, per seed, median: {ratio_line(results, first, other)}")
     return "\n".join(rows)
+
+
+def ratio_line(results: list[dict[str, Any]], agent: str, other: str) -> str:
+    """Seed-by-seed ratios of two agents: speed over all seeds, costs to solve over seeds both solved."""
+    mine = {r["seed"]: r for r in results if r["agent"] == agent}
+    theirs = {r["seed"]: r for r in results if r["agent"] == other}
+    seeds = sorted(mine.keys() & theirs.keys())
+    speed = statistics.median(mine[s]["steps_per_second"] / theirs[s]["steps_per_second"] for s in seeds)
+    both = [s for s in seeds if mine[s]["solved"] and theirs[s]["solved"]]
+    if not both:
+        return f"env steps/s {speed:.2f}×; no seed solved by both"
+    seconds = statistics.median(mine[s]["seconds"] / theirs[s]["seconds"] for s in both)
+    steps = statistics.median(mine[s]["steps"] / theirs[s]["steps"] for s in both)
+    return (
+        f"env steps/s {speed:.2f}×, wall seconds to solve {seconds:.2f}×, env steps to solve {steps:.2f}× "
+        f"({len(both)} seeds solved by both)"
+    )
 
 
 def plot_curves(results: list[dict[str, Any]], agents: list[str], path: Path) -> None:
@@ -227,7 +249,7 @@ def plot_curves(results: list[dict[str, Any]], agents: list[str], path: Path) ->
 def throughput_run(agent: str, steps: int, seed: int = 0) -> float:
     """Env steps/s of one agent on the lab's settings with ε fixed at 0.1 (so both act greedily 90 % of steps)."""
     th.set_num_threads(1)
-    algo_class, kwargs = AGENTS[agent]
+    algo_class, kwargs = agent_kwargs(agent)
     kwargs = {**kwargs, "exploration_initial_eps": 0.1, "exploration_final_eps": 0.1}
     model = algo_class("MlpPolicy", make_lab_env(seed), seed=seed, **kwargs)
     start = time.perf_counter()

@@ -33,7 +33,7 @@ def test_solve_quick_writes_json_table_and_png(tmp_path):
         assert r["evaluation"]["n_episodes"] == 2
     table = (tmp_path / "out" / "solve.md").read_text()
     assert "SoftUpdateDQN (defaults)" in table and "SB3 DQN, lab settings" in table and "0/2" in table
-    assert "env steps/s" in table and "×" in table
+    assert "env steps/s" in table and "no seed solved by both" in table
     image = matplotlib.image.imread(tmp_path / "out" / "learning_curves.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
 
@@ -58,7 +58,8 @@ def test_solve_table_reports_medians_and_ratios():
     assert "| SoftUpdateDQN (defaults) | 3/3 | 600 (500–700) |" in table
     assert "| SB3 DQN, lab settings | 2/3 | 700 (700–700) |" in table
     assert "env steps/s 4.00×" in table
-    assert "0.13× (seeds both solved: 2)" in table  # median of 50/400 and 51/400
+    assert "wall seconds to solve 0.13×" in table  # median of 50/400 and 51/400
+    assert "env steps to solve 0.79× (2 seeds solved by both)" in table  # 500/700 and 600/700
     assert "| 90 % | 80 % |" in table
 
 
