@@ -158,3 +158,18 @@ def test_uncovered_configurations_fall_back_and_still_learn(kwargs, capsys):
 def test_fast_path_is_reported(capsys):
     assert SoftUpdateDQN("MlpPolicy", "LunarLander-v2", verbose=2).uses_fast_path
     assert "fast path" in capsys.readouterr().out
+
+
+def test_tensorboard_gets_the_training_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=0, tensorboard_log=str(tmp_path))
+    assert model.uses_fast_path
+    model.learn(3000, tb_log_name="run", log_interval=1)
+    (run_dir,) = tmp_path.iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for key in ("train/loss", "rollout/exploration_rate", "rollout/ep_rew_mean"):
+        assert key in scalars, scalars
+    assert len(events.Scalars("train/loss")) > 1
