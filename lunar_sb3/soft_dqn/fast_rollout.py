@@ -42,8 +42,8 @@ def _step_envs(env: VecEnv, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """``env.step(actions)``; for a plain ``DummyVecEnv``, the same steps without its defensive copies.
 
     ``DummyVecEnv.step_wait`` deep-copies every ``info`` dict and copies its observation buffer, which costs
-    about a third of a LunarLander step. Here every step builds fresh arrays and passes on the dicts the
-    envs just returned, so nothing is shared between steps and there is nothing to copy.
+    nearly as much as the LunarLander step itself. Here every step builds fresh arrays and passes on the
+    dicts the envs just returned, so nothing is shared between steps and there is nothing to copy.
     """
     if type(env) is not DummyVecEnv:
         return env.step(actions)
@@ -82,6 +82,7 @@ def collect_rollouts(
         model.num_timesteps += n_envs
         num_collected_steps += 1
 
+        # What SB3's callbacks read from the rollout's locals (SB3 passes all of its locals)
         callback.update_locals(
             {"actions": actions, "new_obs": new_obs, "rewards": rewards, "dones": dones, "infos": infos}
         )
