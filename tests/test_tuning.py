@@ -136,3 +136,19 @@ def test_bad_storage_or_study_gives_a_clear_error(shared_study, args, message):
     result = zoo("-n", "100", "-f", "bad", *args, cwd=folder)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_tuned_preset_builds_the_recorded_model():
+    import yaml
+
+    from lunar_sb3.benchmark import agent_kwargs
+    from lunar_sb3.zoo import hyperparams_path
+
+    preset = yaml.safe_load(hyperparams_path("soft_dqn_tuned.yml").read_text())
+    assert preset["LunarLander-v3"] == preset["LunarLander-v2"]
+    algo_class, kwargs = agent_kwargs("soft_dqn_tuned")
+    model = algo_class("MlpPolicy", "LunarLander-v2", **kwargs)
+    assert model.uses_fast_path
+    assert model.policy.net_arch == eval(preset["LunarLander-v2"]["policy_kwargs"])["net_arch"]
+    for name in ("learning_rate", "gamma", "tau", "target_update_interval", "exploration_decay", "double_q"):
+        assert getattr(model, name) == preset["LunarLander-v2"][name], name
