@@ -4,9 +4,14 @@ Importing this module registers everything (idempotently), so ``--gym-packages l
 ``import lunar_sb3.zoo`` works even with the start-up hook turned off (``LUNAR_SB3_AUTOLOAD=0``).
 """
 
+import difflib
 import functools
 import inspect
 import os
+import pickle
+import re
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,9 +19,12 @@ import optuna
 import rl_zoo3.exp_manager
 import rl_zoo3.hyperparams_opt
 import rl_zoo3.utils
+import torch as th
+from stable_baselines3.common.callbacks import CheckpointCallback
 
 import lunar_sb3
-from lunar_sb3 import SoftUpdateDQN
+from lunar_sb3 import SoftUpdateDQN, StopTrainingOnSolved
+from lunar_sb3.callbacks import TrainingProgress
 
 ALGO_NAME = "soft_dqn"
 
@@ -76,11 +84,80 @@ def sample_soft_dqn_params(
     return convert_soft_dqn_params(params)
 
 
-def _default_to_packaged_hyperparams(init: Any) -> Any:
-    """Wrap ``ExperimentManager.__init__`` so ``--algo soft_dqn`` without ``-conf`` reads our YAML.
+def _fail(message: str) -> NoReturn:
+    """End a zoo command with one line naming the problem (exit status 1, no traceback)."""
+    raise SystemExit(f"rl_zoo3 --algo {ALGO_NAME}: error: {' '.join(str(message).split())}")
 
-    rl-zoo3 looks for ``hyperparams/<algo>.yml`` inside its own package, where a plugin cannot put files.
+
+# Keys of a zoo hyperparameter entry that rl-zoo3 consumes itself instead of passing them to the algorithm
+ZOO_KEYS = frozenset(
+    {
+        "n_timesteps",
+        "n_envs",
+        "policy",
+        "normalize",
+        "env_wrapper",
+        "vec_env_wrapper",
+        "callback",
+        "frame_stack",
+        "env_kwargs",
+        "monitor_kwargs",
+        "noise_type",
+        "noise_std",
+    }
+)
+# Constructor arguments that the zoo sets from its own command line
+ZOO_SET_ARGUMENTS = frozenset({"env", "tensorboard_log", "seed", "verbose", "device", "_init_setup_model"})
+
+
+def known_hyperparameters() -> frozenset[str]:
+    """Every key a ``soft_dqn`` YAML entry or ``-params`` may hold."""
+    constructor = set(inspect.signature(SoftUpdateDQN.__init__).parameters) - {"self"} - ZOO_SET_ARGUMENTS
+    return frozenset(constructor | ZOO_KEYS)
+
+
+def check_hyperparameter_names(hyperparams: dict[str, Any], source: str) -> None:
+    """Stop on a key ``SoftUpdateDQN`` does not know, naming it and the closest known key."""
+    known = known_hyperparameters()
+    for key in hyperparams:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            _fail(f"unknown hyperparameter {key!r} in {source}{hint}")
+
+
+def _patch(method_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Replace ``ExperimentManager.<method_name>`` by a wrapper that only acts for ``--algo soft_dqn``.
+
+    The wrapper receives the original method as its first argument. Idempotent: a second ``register()`` does
+    not wrap twice.
     """
+
+    def decorate(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+        manager = rl_zoo3.exp_manager.ExperimentManager
+        original = getattr(manager, method_name)
+        if getattr(original, "_lunar_sb3_wrapped", False):
+            return wrapper
+
+        @functools.wraps(original)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(self, "algo", None) != ALGO_NAME:
+                return original(self, *args, **kwargs)
+            return wrapper(original, self, *args, **kwargs)
+
+        method._lunar_sb3_wrapped = True  # type: ignore[attr-defined]
+        setattr(manager, method_name, method)
+        return wrapper
+
+    return decorate
+
+
+def _patch_init() -> None:
+    """``ExperimentManager.__init__``: our YAML by default, early checks of files and storage, one torch thread."""
+    manager = rl_zoo3.exp_manager.ExperimentManager
+    init = manager.__init__
+    if getattr(init, "_lunar_sb3_wrapped", False):
+        return
     signature = inspect.signature(init)
 
     @functools.wraps(init)
@@ -88,23 +165,110 @@ def _default_to_packaged_hyperparams(init: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
         arguments = bound.arguments
         if arguments.get("algo") == ALGO_NAME:
+            # rl-zoo3 looks for hyperparams/<algo>.yml inside its own package, where a plugin cannot put files
             if not arguments.get("config"):
                 arguments["config"] = str(hyperparams_path())
+            elif not Path(arguments["config"]).is_file() and arguments["config"].endswith((".yml", ".yaml")):
+                _fail(f"-conf {arguments['config']}: no such file")
             _check_optuna_storage(arguments.get("storage"), arguments.get("study_name"), arguments.get("trial_id"))
+            args = arguments.get("args")
+            # PyTorch's OpenMP threads spin-wait inside the tiny matrix products of a 64-64 network: on a busy
+            # machine two threads run ~40x slower than one. One thread unless --num-threads says otherwise.
+            if args is None or getattr(args, "num_threads", -1) <= 0:
+                th.set_num_threads(1)
         init(*bound.args, **bound.kwargs)
 
     __init__._lunar_sb3_wrapped = True  # type: ignore[attr-defined]
-    return __init__
+    manager.__init__ = __init__
+
+
+@_patch("read_hyperparameters")
+def _read_hyperparameters(original: Callable[..., Any], self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train trial 0 too (rl-zoo3 tests ``--trial-id`` for truthiness), and reject unknown keys."""
+    trial_zero = self.trial_id == 0 and self.storage and self.study_name
+    if trial_zero:
+        trial_params = self.load_trial(self.storage, self.study_name, 0)
+        custom = self.custom_hyperparams
+        # The zoo's order: YAML, then the trial, then -params; -params is applied last, so it still wins
+        self.custom_hyperparams = {**trial_params, **(custom or {})}
+        print("Loading trial 0 from Optuna study...")
+    try:
+        hyperparams, saved = original(self)
+    finally:
+        if trial_zero:
+            self.custom_hyperparams = custom
+    check_hyperparameter_names(hyperparams, f"{self.config} or -params")
+    return hyperparams, saved
+
+
+@_patch("setup_experiment")
+def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
+    """Bad values (``tau:5``), an env with continuous actions, a broken ``-i`` file: one line, not a traceback."""
+    try:
+        return original(self)
+    except (ValueError, AssertionError, TypeError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
+        _fail(f"{type(error).__name__}: {error}")
+
+
+@_patch("create_callbacks")
+def _create_callbacks(original: Callable[..., Any], self: Any) -> None:
+    """Checkpoints (``--save-freq``) also save the replay memory, so a killed run resumes with it."""
+    original(self)
+    for callback in self.callbacks:
+        if isinstance(callback, CheckpointCallback):
+            callback.save_replay_buffer = True
+            callback.save_vecnormalize = True
+    if not self.optimize_hyperparameters:
+        self._lunar_sb3_progress = TrainingProgress(verbose=self.verbose)
+        self.callbacks.append(self._lunar_sb3_progress)
+
+
+@_patch("_load_pretrained_agent")
+def _load_pretrained_agent(original: Callable[..., Any], self: Any, hyperparams: dict[str, Any], env: Any) -> Any:
+    """Resume from a checkpoint ``rl_model_<N>_steps.zip`` with the replay memory saved beside it."""
+    model = original(self, hyperparams, env)
+    agent = Path(self.trained_agent)
+    match = re.fullmatch(r"(.*)_(\d+)_steps\.zip", agent.name)
+    beside = agent.parent / "replay_buffer.pkl"
+    if match and not beside.exists():
+        checkpoint_buffer = agent.parent / f"{match[1]}_replay_buffer_{match[2]}_steps.pkl"
+        if checkpoint_buffer.exists():
+            print(f"Loading replay buffer {checkpoint_buffer}")
+            model.load_replay_buffer(checkpoint_buffer)
+    return model
+
+
+@_patch("learn")
+def _learn(original: Callable[..., Any], self: Any, model: Any) -> None:
+    """Continued training (``-i``) keeps counting env steps, so ``-n`` adds steps and logs continue."""
+    if not self.continue_training:
+        return original(self, model)
+    learn = model.learn
+    model.learn = functools.partial(learn, reset_num_timesteps=False)
+    try:
+        return original(self, model)
+    finally:
+        del model.learn
+
+
+@_patch("save_trained_model")
+def _save_trained_model(original: Callable[..., Any], self: Any, model: Any) -> None:
+    """After the zoo saves: elapsed time, solved or not, the model path and the commands to try next."""
+    original(self, model)
+    progress = getattr(self, "_lunar_sb3_progress", None)
+    if progress is not None and self.verbose >= 1:
+        solved = next((c for c in self.callbacks if isinstance(c, StopTrainingOnSolved)), None)
+        print(progress.summary(model, Path(f"{self.save_path}/{self.env_name}.zip"), self.env_name.gym_id, solved))
 
 
 def _check_optuna_storage(storage: str | None, study_name: str | None, trial_id: int | None) -> None:
     """Stop with a one-line message, before any training, when ``--storage``/``--study-name``/``--trial-id``
     cannot work (Optuna would otherwise fail later with a bare ``KeyError`` or ``IsADirectoryError``)."""
     if storage is None:
+        if trial_id is not None:
+            _fail(f"--trial-id {trial_id} needs --storage and --study-name")
         return
-
-    def fail(message: str) -> NoReturn:
-        raise SystemExit(f"rl_zoo3.train --algo {ALGO_NAME}: error: {message}")
+    fail = _fail
 
     if storage.endswith(".log"):  # a journal file, shared by the workers
         journal = Path(storage)
@@ -139,9 +303,7 @@ def register() -> None:
     rl_zoo3.utils.ALGOS[ALGO_NAME] = SoftUpdateDQN
     rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_soft_dqn_params
     rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_soft_dqn_params
-    manager = rl_zoo3.exp_manager.ExperimentManager
-    if not getattr(manager.__init__, "_lunar_sb3_wrapped", False):
-        manager.__init__ = _default_to_packaged_hyperparams(manager.__init__)
+    _patch_init()
 
 
 register()

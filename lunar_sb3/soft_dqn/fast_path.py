@@ -8,8 +8,12 @@ and argmax decisions are then taken identically, which keeps the two paths toget
 Adam runs as the single fused kernel that ``Adam(fused=True)`` calls. Action selection, where a handful of
 observations meet the network, runs in NumPy on views of the same weights: a few microseconds instead of
 tens. The replay memory is sampled with the same random calls as SB3's ``ReplayBuffer``, so a seeded run
-trains on the same minibatches either way. Anything else (custom features extractors, other buffers or
-optimizers, non-CPU devices) trains on the general path; ``model.uses_fast_path`` says which.
+trains on the same minibatches either way.
+
+The fast path is an allow-list (:func:`unsupported_reason`): it runs only for configurations it implements
+exactly, checked at every ``learn``; anything else (custom features extractors, other buffers, optimizers or
+optimizer options, ``VecNormalize``, non-CPU devices, a torch without the private kernels used here) trains on
+the general path; ``model.uses_fast_path`` says which, ``use_fast_path=False`` forces the general path.
 """
 
 from typing import TYPE_CHECKING
@@ -19,10 +23,41 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 if TYPE_CHECKING:
     from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
+
+
+# Private torch entry points used below; each can vanish in a release, so each is checked before it is relied on
+HAS_FUSED_ADAM = hasattr(th, "_fused_adam_")
+HAS_FOREACH = all(hasattr(th, name) for name in ("_foreach_lerp_", "_foreach_add_", "_foreach_norm", "_foreach_mul_"))
+HAS_THRESHOLD_BACKWARD = hasattr(th.ops.aten, "threshold_backward")
+
+# Adam's options and the values the fused kernel call in FastTrainer._adam_step implements. "lr", "betas", "eps"
+# and "weight_decay" are passed to the kernel as they are; "foreach" is irrelevant once "fused" is set. Any other
+# key (a newer torch's option) or value sends training to the general path.
+ADAM_OPTIONS_IMPLEMENTED = {
+    "amsgrad": (False,),
+    "maximize": (False,),
+    "capturable": (False,),
+    "differentiable": (False,),
+    "decoupled_weight_decay": (False,),
+    "fused": (True,),
+    "foreach": (None, False, True),
+}
+ADAM_OPTIONS_PASSED = {"params", "lr", "betas", "eps", "weight_decay", "initial_lr"}
+
+
+def lerp_all(targets: list[th.Tensor], sources: list[th.Tensor], weight: float) -> None:
+    """targets ← targets + weight·(sources − targets), in one fused call when torch has it."""
+    if HAS_FOREACH:
+        th._foreach_lerp_(targets, sources, weight)
+    else:
+        for target, source in zip(targets, sources, strict=True):
+            target.lerp_(source, weight)
 
 
 class LinearReluStack:
@@ -92,22 +127,50 @@ def _is_vector_space(space: spaces.Space) -> bool:
     return isinstance(space, spaces.Box) and len(space.shape) == 1
 
 
+def _optimizer_reason(optimizer: th.optim.Optimizer) -> str | None:
+    """Why this optimizer's step differs from the fused Adam kernel call, or None."""
+    if type(optimizer) is not th.optim.Adam:
+        return f"the optimizer {type(optimizer).__name__} (the fast path implements Adam)"
+    if len(optimizer.param_groups) != 1:
+        return "several optimizer parameter groups"
+    group = optimizer.param_groups[0]
+    for key, value in group.items():
+        if key in ADAM_OPTIONS_PASSED:
+            continue
+        if key not in ADAM_OPTIONS_IMPLEMENTED or value not in ADAM_OPTIONS_IMPLEMENTED[key]:
+            return f"Adam({key}={value!r})"
+    if isinstance(group["lr"], th.Tensor):
+        return "a tensor learning rate"
+    if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+        return "optimizer step hooks"
+    return None
+
+
 def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
-    """Why ``model`` must train on the general path, or None if the fast path covers it."""
+    """Why ``model`` must train on the general path, or None if the fast path implements it exactly."""
+    if not getattr(model, "use_fast_path", True):
+        return "use_fast_path=False"
+    if not (HAS_FUSED_ADAM and HAS_FOREACH and HAS_THRESHOLD_BACKWARD):
+        return f"this torch {th.__version__} lacks the private kernels the fast path calls"
     q_net = model.policy.q_net
     checks = [
+        (model.device.type == "cpu", f"the device {model.device}"),
         (_is_vector_space(model.observation_space), "a non-vector observation space"),
-        (isinstance(q_net.features_extractor, FlattenExtractor), "a custom features extractor"),
+        (isinstance(model.action_space, spaces.Discrete) and model.action_space.start == 0, "a shifted action space"),
+        (type(model.policy) is DQNPolicy, f"the policy {type(model.policy).__name__}"),
+        (type(q_net.features_extractor) is FlattenExtractor, "a custom features extractor"),
         (LinearReluStack.supports(q_net.q_net), "a network that is not a Linear/ReLU stack"),
-        (type(model.replay_buffer) is ReplayBuffer, "a custom replay buffer class"),
+        (type(model.replay_buffer) is ReplayBuffer, f"the replay buffer {type(model.replay_buffer).__name__}"),
         (not model.optimize_memory_usage, "optimize_memory_usage=True"),
-        (type(model.policy.optimizer) is th.optim.Adam, "an optimizer other than Adam"),
-        (model.device.type == "cpu", "a non-CPU device"),
+        (model.n_steps == 1, f"n_steps={model.n_steps}"),
+        (model._vec_normalize_env is None, "VecNormalize (the buffer is sampled through its normalisation)"),
+        (model.train_freq.unit == TrainFrequencyUnit.STEP, "train_freq counted in episodes"),
+        (all(p.dtype == th.float32 for p in model.policy.parameters()), "non-float32 weights"),
     ]
     for ok, what in checks:
         if not ok:
             return what
-    return None
+    return _optimizer_reason(model.policy.optimizer)
 
 
 class FastTrainer:

@@ -75,6 +75,20 @@ def collect_rollouts(
     buffer = model.replay_buffer
     n_envs = env.num_envs
     num_collected_steps, num_collected_episodes = 0, 0
+    # What callbacks see: the names and values of SB3's rollout locals, so a callback written for DQN works here
+    rollout_locals = dict(
+        self=model,
+        env=env,
+        callback=callback,
+        train_freq=train_freq,
+        replay_buffer=buffer,
+        action_noise=None,
+        learning_starts=learning_starts,
+        log_interval=log_interval,
+        num_collected_steps=0,
+        num_collected_episodes=0,
+        continue_training=True,
+    )
     callback.on_rollout_start()
     while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
         actions = _actions(model, n_envs, learning_starts)
@@ -82,10 +96,17 @@ def collect_rollouts(
         model.num_timesteps += n_envs
         num_collected_steps += 1
 
-        # What SB3's callbacks read from the rollout's locals (SB3 passes all of its locals)
-        callback.update_locals(
-            {"actions": actions, "new_obs": new_obs, "rewards": rewards, "dones": dones, "infos": infos}
+        rollout_locals.update(
+            num_collected_steps=num_collected_steps,
+            num_collected_episodes=num_collected_episodes,
+            actions=actions,
+            buffer_actions=actions,  # discrete actions are stored as taken
+            new_obs=new_obs,
+            rewards=rewards,
+            dones=dones,
+            infos=infos,
         )
+        callback.update_locals(rollout_locals)
         if not callback.on_step():
             return RolloutReturn(num_collected_steps * n_envs, num_collected_episodes, continue_training=False)
 
@@ -118,6 +139,8 @@ def collect_rollouts(
         model._update_current_progress_remaining(model.num_timesteps, model._total_timesteps)
         model._on_step()
 
+        # SB3's loop `for idx, done in enumerate(dones)` leaves these two in its locals for the next step
+        rollout_locals["idx"], rollout_locals["done"] = n_envs - 1, dones[-1]
         if any_done:
             for _ in range(int(np.count_nonzero(dones))):
                 num_collected_episodes += 1

@@ -69,10 +69,12 @@ class SoftUpdateDQN(DQN):
     :param loss: ``"mse"`` (the lab) or ``"huber"`` (SB3's smooth L1)
     :param double_q: use the online network's argmax and the target network's value in the TD target (Double DQN)
     :param max_grad_norm: clip the gradient norm to this value; ``None`` (the lab) does not clip
+    :param use_fast_path: train on the hand-derived fast path where it computes exactly what autograd does
+        (checked at every ``learn``; anything else falls back visibly); ``False`` always uses SB3's loop and autograd
     :param stats_window_size: episodes averaged in the rollout logs (100, the lab's "solved" window)
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments for the policy; the default network is SB3's 64-64 ReLU MLP
-    :param verbose: Verbosity level: 0 none, 1 info, 2 debug (reports whether the fast training path is used)
+    :param verbose: Verbosity level: 0 none, 1 info (says when training falls back to the general path), 2 debug
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
@@ -109,6 +111,7 @@ class SoftUpdateDQN(DQN):
         loss: str = "mse",
         double_q: bool = False,
         max_grad_norm: float | None = None,
+        use_fast_path: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -132,7 +135,16 @@ class SoftUpdateDQN(DQN):
             exploration_final_eps=exploration_final_eps,
             loss=loss,
             max_grad_norm=max_grad_norm,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            n_steps=n_steps,
         )
+        self.use_fast_path = use_fast_path
         self.exploration_schedule_name = exploration_schedule
         self.exploration_decay = exploration_decay
         self.loss = loss
@@ -177,16 +189,11 @@ class SoftUpdateDQN(DQN):
             self._setup_model()
 
     def _setup_model(self) -> None:
-        optimizer_kwargs = self.policy_kwargs.get("optimizer_kwargs") or {}
-        if self.policy_kwargs.get("optimizer_class", th.optim.Adam) is th.optim.Adam and not (
-            {"fused", "foreach"} & optimizer_kwargs.keys()
-        ):
-            # Fused Adam: one kernel for all parameters instead of a Python loop (same update rule)
-            self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, "fused": True}}
         with warnings.catch_warnings():
             # DQN warns that n_envs > C updates the target once per vec-env step; here C counts transitions
             warnings.filterwarnings("ignore", message="The number of environments used is greater than the target")
             super()._setup_model()
+        self._use_fused_adam()
         self.exploration_rate = self._scheduled_exploration_rate()
         # Storage-sharing aliases, built once: collecting them per update costs more than the update itself
         self._polyak_pairs = (
@@ -194,14 +201,42 @@ class SoftUpdateDQN(DQN):
             [p.data for p in self.q_net_target.parameters()],
         )
         self._fast_trainer = fast_path.FastTrainer.for_model(self)
-        if self.verbose >= 2:
-            why = fast_path.unsupported_reason(self)
+
+    def _use_fused_adam(self) -> None:
+        """Rebuild a default CPU Adam as ``Adam(fused=True)``: one kernel instead of a loop, same update rule.
+
+        Done on the optimizer, not through ``policy_kwargs``, so the saved ``policy_kwargs`` stay what the user
+        passed (and ``load(path, policy_kwargs=...)`` with them keeps working).
+        """
+        optimizer_kwargs = self.policy.optimizer_kwargs
+        if (
+            type(self.policy.optimizer) is th.optim.Adam
+            and not ({"fused", "foreach"} & optimizer_kwargs.keys())
+            and self.device.type == "cpu"
+            and fast_path.HAS_FUSED_ADAM
+        ):
+            self.policy.optimizer = th.optim.Adam(
+                self.policy.q_net.parameters(), lr=self.lr_schedule(1), **optimizer_kwargs, fused=True
+            )
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
+        # Decided where training starts, since `set_env` may have added a wrapper (e.g. VecNormalize) since setup
+        self._fast_trainer = fast_path.FastTrainer.for_model(self)
+        why = fast_path.unsupported_reason(self)
+        if self.verbose >= 2 or (self.verbose >= 1 and why is not None and self.use_fast_path):
             print(f"SoftUpdateDQN: training on the {'fast path' if why is None else f'general path ({why})'}")
+        return super()._setup_learn(*args, **kwargs)
 
     @property
     def uses_fast_path(self) -> bool:
         """True when training uses the hand-derived gradients and the lean rollout loop (see ``fast_path``)."""
         return self._fast_trainer is not None
+
+    @property
+    def fast_path_status(self) -> str:
+        """``"fast path"`` or ``"general path (<why>)"`` for the current configuration."""
+        why = fast_path.unsupported_reason(self)
+        return "fast path" if why is None else f"general path ({why})"
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_fast_trainer", "_polyak_pairs"]
@@ -238,17 +273,22 @@ class SoftUpdateDQN(DQN):
             self._due_target_updates += self.num_timesteps // interval - previous // interval
 
     def _apply_due_target_updates(self) -> None:
-        """w⁻ ← τ·w + (1 − τ)·w⁻ for every due update, all parameters in one fused call each."""
-        if self._due_target_updates == 0:
+        """k due soft updates at once: w⁻ ← w⁻ + (1 − (1 − τ)ᵏ)·(w − w⁻), all parameters in one fused call.
+
+        The online weights do not change between the k updates (they fall due between gradient steps), so
+        k lerps with weight τ equal one lerp with weight 1 − (1 − τ)ᵏ.
+        """
+        k = self._due_target_updates
+        if k == 0:
             return
+        weight = self.tau if k == 1 else 1.0 - (1.0 - self.tau) ** k
         online, target = self._polyak_pairs
-        for _ in range(self._due_target_updates):
-            # lerp(w⁻, w, τ) = w⁻ + τ·(w − w⁻) = τ·w + (1 − τ)·w⁻
-            th._foreach_lerp_(target, online, self.tau)
+        # lerp(w⁻, w, α) = w⁻ + α·(w − w⁻) = α·w + (1 − α)·w⁻
+        fast_path.lerp_all(target, online, weight)
         # Running statistics (e.g. batch norm) are copied, as SB3's DQN does
         for stat, stat_target in zip(self.batch_norm_stats, self.batch_norm_stats_target, strict=True):
             stat_target.copy_(stat)
-        self.target_updates += self._due_target_updates
+        self.target_updates += k
         self._due_target_updates = 0
 
     # ------------------------------------------------------------------ learning
@@ -283,7 +323,7 @@ class SoftUpdateDQN(DQN):
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self._update_learning_rate(self.policy.optimizer)
-        if self._fast_trainer is not None:  # a Linear/ReLU stack: training mode changes nothing
+        if self._fast_trainer is not None:  # allow-listed at learn start; a Linear/ReLU stack has no train mode
             loss_sum = self._fast_trainer.train(gradient_steps, batch_size)
         else:
             self.policy.set_training_mode(True)
@@ -304,7 +344,7 @@ class SoftUpdateDQN(DQN):
 
     def _train_general(self, gradient_steps: int, batch_size: int) -> float:
         """The plain autograd path: works for any policy, replay buffer and optimizer."""
-        loss_sum = th.zeros(())
+        loss_sum = th.zeros((), device=self.device)
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             loss = self.td_loss(batch)
@@ -329,6 +369,14 @@ def _check_hyperparameters(
     exploration_final_eps: float,
     loss: str,
     max_grad_norm: float | None,
+    learning_rate: float | Schedule,
+    buffer_size: int,
+    learning_starts: int,
+    batch_size: int,
+    gamma: float,
+    train_freq: int | tuple[int, str],
+    gradient_steps: int,
+    n_steps: int,
 ) -> None:
     """Raise a ValueError that names the parameter and its allowed range."""
 
@@ -337,9 +385,7 @@ def _check_hyperparameters(
 
     if not 0 < tau <= 1:
         fail("tau", tau, "in (0, 1] (1e-3 in the lab; 1 means a hard copy)")
-    if isinstance(target_update_interval, bool) or not isinstance(target_update_interval, (int, np.integer)):
-        fail("target_update_interval", target_update_interval, "an integer >= 1 (the lab's C = 4)")
-    if target_update_interval < 1:
+    if not _is_integer(target_update_interval) or target_update_interval < 1:
         fail("target_update_interval", target_update_interval, "an integer >= 1 (the lab's C = 4)")
     if exploration_schedule not in EXPLORATION_SCHEDULES:
         fail("exploration_schedule", exploration_schedule, f"one of {EXPLORATION_SCHEDULES}")
@@ -363,3 +409,28 @@ def _check_hyperparameters(
         fail("loss", loss, f"one of {tuple(LOSSES)}")
     if max_grad_norm is not None and not max_grad_norm > 0:
         fail("max_grad_norm", max_grad_norm, "None (no clipping, the lab) or > 0")
+    if not callable(learning_rate) and not (_is_number(learning_rate) and learning_rate > 0):
+        fail("learning_rate", learning_rate, "> 0 or a schedule (1e-3 in the lab)")
+    for name, value, minimum, lab in (
+        ("buffer_size", buffer_size, 1, "100,000"),
+        ("learning_starts", learning_starts, 0, "64"),
+        ("batch_size", batch_size, 1, "64"),
+        ("gradient_steps", gradient_steps, -1, "1; -1 means as many as env steps collected"),
+        ("n_steps", n_steps, 1, "1"),
+    ):
+        if not _is_integer(value) or value < minimum:
+            fail(name, value, f"an integer >= {minimum} (the lab: {lab})")
+    if not (_is_number(gamma) and 0 <= gamma <= 1):
+        fail("gamma", gamma, "in [0, 1] (0.995 in the lab)")
+    is_pair = isinstance(train_freq, (tuple, list)) and len(train_freq) == 2
+    frequency, unit = train_freq if is_pair else (train_freq, "step")
+    if not _is_integer(frequency) or frequency < 1 or unit not in ("step", "episode"):
+        fail("train_freq", train_freq, 'an integer >= 1 or a pair (n >= 1, "step" or "episode") (the lab: 4)')
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
