@@ -10,6 +10,7 @@ import inspect
 import os
 import pickle
 import re
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -205,9 +206,14 @@ def _read_hyperparameters(original: Callable[..., Any], self: Any) -> tuple[dict
 def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
     """Bad values (``tau:5``), an env with continuous actions, a broken ``-i`` file: one line, not a traceback."""
     try:
-        return original(self)
+        result = original(self)
     except (ValueError, AssertionError, TypeError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
         _fail(f"{type(error).__name__}: {error}")
+    if self.optimize_hyperparameters and not any(Path(self.save_path).rglob("*.zip")):
+        # -optimize trains in memory: the run folder the zoo made would only hold an empty monitor file, and
+        # `enjoy -f logs` (newest run) would then pick it and find no model
+        shutil.rmtree(self.save_path, ignore_errors=True)
+    return result
 
 
 @_patch("create_callbacks")

@@ -1,0 +1,228 @@
+"""``rl_zoo3.train --algo soft_dqn`` as a user meets it: crashes, Ctrl-C, bad input, a busy laptop, progress.
+
+Every command runs in a real subprocess with a tiny budget; nothing here asserts a time.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lunar_sb3 import SoftUpdateDQN
+
+ENV_ID = "LunarLander-v2"
+TIMEOUT = 600
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LUNAR_SB3_AUTOLOAD", None)
+    env.update(PYTHONHASHSEED="0", MPLBACKEND="Agg", SDL_VIDEODRIVER="dummy", **overrides)
+    return env
+
+
+def _command(script: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"rl_zoo3.{script}", "--algo", "soft_dqn", "--env", ENV_ID, *args]
+
+
+def _zoo(script: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _command(script, *args), cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"training ended before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
+    run = tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_1"
+    args = ("-n", "200000", "--save-freq", "1000", "-f", "logs", "--seed", "0", "--eval-freq", "-1")
+    training = subprocess.Popen(
+        _command("train", *args), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        # Checkpoint 3000 (model and replay memory) is complete once checkpoint 4000 starts being written
+        _wait_for(run / "rl_model_4000_steps.zip", training)
+        training.send_signal(signal.SIGKILL)
+        training.wait(timeout=60)
+    finally:
+        training.kill()
+    assert not (run / f"{ENV_ID}.zip").exists()  # killed: nothing saved at the end
+    checkpoint = SoftUpdateDQN.load(run / "rl_model_3000_steps.zip")
+    assert checkpoint.num_timesteps == 3000 and checkpoint.finished_episodes > 10
+
+    resumed = _zoo(
+        "train",
+        *("-i", str(run / "rl_model_3000_steps.zip"), "-n", "1000", "-f", "logs", "--seed", "1"),
+        *("--eval-freq", "-1", "--save-replay-buffer"),
+        cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Loading replay buffer" in resumed.stdout
+    final_run = tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_2"
+    final = SoftUpdateDQN.load(final_run / f"{ENV_ID}.zip")
+    assert final.num_timesteps == 4000  # the step counter continues
+    assert final.finished_episodes > checkpoint.finished_episodes  # so does the episode count...
+    assert final.exploration_rate == pytest.approx(max(0.01, 0.995**final.finished_episodes))  # ...and ε with it
+    final.load_replay_buffer(final_run / "replay_buffer.pkl")
+    # The checkpoint's memory plus the new 1000; SB3's CheckpointCallback runs before step 3000's transition is
+    # stored, so the checkpoint holds 2999 (that one transition is the loss, as with SB3's DQN)
+    assert final.replay_buffer.size() == 2999 + 1000
+
+
+def test_ctrl_c_saves_the_model(tmp_path):
+    run = tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_1"
+    args = ("-n", "200000", "--save-freq", "1000", "-f", "logs", "--seed", "0", "--eval-freq", "-1")
+    training = subprocess.Popen(
+        _command("train", *args), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(run / "rl_model_2000_steps.zip", training)
+        training.send_signal(signal.SIGINT)
+        stdout, stderr = training.communicate(timeout=120)
+    finally:
+        training.kill()
+    assert training.returncode == 0, stderr[-2000:]
+    model = SoftUpdateDQN.load(run / f"{ENV_ID}.zip")
+    assert model.num_timesteps >= 2000
+    assert f"Model: logs/soft_dqn/{ENV_ID}_1/{ENV_ID}.zip" in stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-params", "exploration_decy:0.9"], "unknown hyperparameter 'exploration_decy'"),
+        (["-params", "tau:5"], "tau=5 is invalid"),
+        (["-params", "train_freq:0"], "train_freq=0 is invalid"),
+        (["-conf", "/nonexistent.yml"], "-conf /nonexistent.yml: no such file"),
+        (["--env", "Pendulum-v1"], "only supports"),
+        (["--trial-id", "0"], "--trial-id 0 needs --storage"),
+        (["-i", "random.zip"], "random.zip wasn't a zip-file"),
+    ],
+    ids=["typo", "tau", "train_freq", "conf", "continuous-env", "trial-id", "random-bytes"],
+)
+def test_bad_input_stops_with_one_line(tmp_path, args, message):
+    (tmp_path / "random.zip").write_bytes(os.urandom(2048))
+    result = _zoo("train", "-n", "200", "-f", "logs", *args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("rl_zoo3 --algo soft_dqn: error:") and message in last_line
+    assert not list(tmp_path.rglob(f"{ENV_ID}.zip"))
+
+
+def test_trial_zero_trains_with_its_hyperparameters(tmp_path):
+    """rl-zoo3 tests ``--trial-id`` for truthiness and would silently ignore trial 0."""
+    storage = tmp_path / "study.log"
+    study = optuna.create_study(
+        study_name="s", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage)))
+    )
+    distributions = {
+        "tau": optuna.distributions.FloatDistribution(1e-4, 2e-2, log=True),
+        "batch_size": optuna.distributions.CategoricalDistribution([32, 64, 128, 256]),
+    }
+    study.add_trial(
+        optuna.trial.create_trial(params={"tau": 0.0123, "batch_size": 32}, distributions=distributions, value=1.0)
+    )
+    result = _zoo(
+        "train",
+        *("-n", "300", "-f", "logs", "--eval-freq", "-1", "--storage", str(storage), "--study-name", "s"),
+        *("--trial-id", "0", "-params", "use_fast_path:False", "batch_size:128"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = SoftUpdateDQN.load(tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_1" / f"{ENV_ID}.zip")
+    assert model.tau == 0.0123  # from trial 0
+    assert model.batch_size == 128  # -params still wins over the trial, as in the zoo
+    assert model.use_fast_path is False  # settable from the zoo, saved with the model
+
+
+THREAD_PROBE = '''
+import os
+from pathlib import Path
+
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+
+class ThreadProbe(BaseCallback):
+    """Writes the number of torch threads the training process really uses."""
+
+    def _on_training_start(self) -> None:
+        Path(os.environ["THREAD_PROBE_FILE"]).write_text(str(torch.get_num_threads()))
+
+    def _on_step(self) -> bool:
+        return True
+'''
+
+
+def test_one_torch_thread_beside_a_busy_process_with_progress_and_summary(tmp_path):
+    """The zoo runs soft_dqn with one torch thread unless --num-threads says otherwise (a busy core made two
+    spin-waiting OpenMP threads ~40x slower); the run prints compact progress lines and a summary."""
+    (tmp_path / "threadprobe.py").write_text(textwrap.dedent(THREAD_PROBE))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        result = _zoo(
+            "train",
+            *("-n", "3000", "-f", "logs", "--eval-freq", "-1", "--seed", "0"),
+            *("-params", "callback:['lunar_sb3.StopTrainingOnSolved','threadprobe.ThreadProbe']"),
+            cwd=tmp_path,
+            PYTHONPATH=str(tmp_path),
+            THREAD_PROBE_FILE=str(tmp_path / "threads.txt"),
+        )
+    finally:
+        busy.kill()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "threads.txt").read_text() == "1"
+    lines = result.stdout.splitlines()
+    progress = [line for line in lines if line.startswith("episode ")]
+    assert progress and all("mean return (last" in line and "/ 200" in line and "steps/s" in line for line in progress)
+    assert not any("| rollout/" in line for line in lines)  # the compact line replaces SB3's tables
+    assert any(line.startswith("Training finished in ") for line in lines)
+    assert any(line.startswith("Not solved:") for line in lines)
+    model_line = next(line for line in lines if line.startswith("Model: "))
+    assert (tmp_path / model_line.removeprefix("Model: ")).is_file()
+    assert "-f logs --exp-id 1 --no-render" in result.stdout
+
+
+def test_verbose_2_keeps_the_tables(tmp_path):
+    result = _zoo("train", "-n", "1000", "-f", "logs", "--eval-freq", "-1", "--verbose", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| rollout/" in result.stdout and "training on the fast path" in result.stdout
+
+
+def test_optimize_leaves_no_empty_run_folder_for_enjoy_to_pick(tmp_path):
+    trained = _zoo("train", "-n", "600", "-f", "logs", "--eval-freq", "-1", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    optimize = ("-optimize", "--n-trials", "1", "-n", "300", "--n-evaluations", "1", "--eval-episodes", "1")
+    storage = ("--storage", "logs/study.log", "--study-name", "s", "--no-optim-plots", "-params", "callback:None")
+    workers = [
+        subprocess.Popen(
+            _command("train", *optimize, *storage, "-f", "logs", "--seed", str(seed)),
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=TIMEOUT)
+        assert worker.returncode == 0, stderr[-2000:]
+    runs = sorted(p.name for p in (tmp_path / "logs" / "soft_dqn").iterdir() if p.is_dir())
+    assert runs == [f"{ENV_ID}_1"]
+    enjoy = _zoo("enjoy", "-f", "logs", "--no-render", "-n", "50", cwd=tmp_path)
+    assert enjoy.returncode == 0, enjoy.stderr[-2000:]
+    assert "logs/soft_dqn/LunarLander-v2_1/LunarLander-v2.zip" in enjoy.stdout  # the training run's model
