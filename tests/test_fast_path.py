@@ -17,7 +17,8 @@ from lunar_sb3 import SoftUpdateDQN
 
 def general_path(model: SoftUpdateDQN) -> SoftUpdateDQN:
     """Force the plain path: SB3's rollout loop and autograd gradients."""
-    model._fast_trainer = None
+    model.use_fast_path = False
+    model._fast_trainer = None  # also for direct `train()` calls, which do not pass through `learn`
     return model
 
 
@@ -74,6 +75,7 @@ def test_seeded_runs_agree_on_both_paths(n_envs):
         return model.learn(4000)
 
     fast, plain = run(False), run(True)
+    assert fast.uses_fast_path and not plain.uses_fast_path  # two different paths really ran
     for name in ("num_timesteps", "finished_episodes", "_episode_num", "_n_updates", "target_updates"):
         assert getattr(fast, name) == getattr(plain, name), name
     assert fast.exploration_rate == plain.exploration_rate < 0.5  # greedy actions were taken too
@@ -83,6 +85,49 @@ def test_seeded_runs_agree_on_both_paths(n_envs):
     assert [e["r"] for e in fast.ep_info_buffer] == [e["r"] for e in plain.ep_info_buffer]
     for p_fast, p_plain in zip(fast.policy.parameters(), plain.policy.parameters(), strict=True):
         th.testing.assert_close(p_fast, p_plain, rtol=0, atol=1e-5)
+
+
+def numpy_q(net: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Q-values of a Linear/ReLU stack in float64 NumPy, independent of both training paths."""
+    linears = [layer for layer in net.q_net if isinstance(layer, nn.Linear)]
+    for i, layer in enumerate(linears):
+        x = x @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
+        if i < len(linears) - 1:
+            x = np.maximum(x, 0)
+    return x
+
+
+def test_n_step_gradient_step_uses_the_per_sample_discounts():
+    """Whichever path ``n_steps=3`` trains on, its loss is the one with the sampled γⁿ, not with plain γ.
+
+    The loss of a gradient step is computed before the step, from the minibatch that ``replay_buffer.sample``
+    draws for the same NumPy seed (both paths sample with SB3's random calls), so it can be recomputed by hand.
+    """
+    gamma = 0.9
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=0, n_steps=3, gamma=gamma, learning_starts=2000)
+    model.learn(2000)  # warm-up only: fills the n-step memory, no gradient step
+    assert model._n_updates == 0
+    with th.no_grad():  # bootstrapped values ≈ 50, so γ instead of γ³ moves every target by ≈ 8
+        model.q_net_target.q_net[-1].bias.add_(50.0)
+
+    np.random.seed(11)
+    batch = model.replay_buffer.sample(256)
+    discounts = batch.discounts.double().numpy()[:, 0]
+    assert np.any(np.isclose(discounts, gamma**3)) and not np.allclose(discounts, gamma)
+    rewards, dones = batch.rewards.double().numpy()[:, 0], batch.dones.double().numpy()[:, 0]
+    next_value = numpy_q(model.q_net_target, batch.next_observations.double().numpy()).max(axis=1)
+    q_sa = numpy_q(model.q_net, batch.observations.double().numpy())[np.arange(256), batch.actions.numpy()[:, 0]]
+
+    def mse(discount: np.ndarray | float) -> float:
+        return float(np.mean((q_sa - (rewards + discount * next_value * (1 - dones))) ** 2))
+
+    with_discounts, with_plain_gamma = mse(discounts), mse(gamma)
+    assert abs(with_discounts - with_plain_gamma) > 0.1 * with_discounts  # the two candidates are far apart
+
+    np.random.seed(11)
+    model.train(gradient_steps=1, batch_size=256)
+    loss = model.logger.name_to_value["train/loss"]
+    assert loss == pytest.approx(with_discounts, rel=1e-5)
 
 
 class CountingCallback(BaseCallback):
@@ -139,9 +184,8 @@ class TinyExtractor(BaseFeaturesExtractor):
     ids=["features_extractor", "optimizer", "replay_buffer", "activation"],
 )
 def test_uncovered_configurations_fall_back_and_still_learn(kwargs, capsys):
-    model = SoftUpdateDQN("MlpPolicy", "CartPole-v1", seed=0, verbose=2, **kwargs)
+    model = SoftUpdateDQN("MlpPolicy", "CartPole-v1", seed=0, verbose=1, **kwargs)
     assert not model.uses_fast_path
-    assert "general path" in capsys.readouterr().out
     start_states = th.as_tensor(np.stack([gym.make("CartPole-v1").reset(seed=s)[0] for s in range(64)]))
 
     def mean_q() -> float:
@@ -151,13 +195,16 @@ def test_uncovered_configurations_fall_back_and_still_learn(kwargs, capsys):
     # CartPole pays +1 per step: learning first shows as Q(s, ·) rising from ~0 towards the returns (>= 1)
     before = mean_q()
     model.learn(1500)
+    assert "general path" in capsys.readouterr().out  # the fallback is said where training starts
     assert model._n_updates > 300 and model.target_updates > 300
     assert mean_q() > before + 0.5
 
 
 def test_fast_path_is_reported(capsys):
-    assert SoftUpdateDQN("MlpPolicy", "LunarLander-v2", verbose=2).uses_fast_path
-    assert "fast path" in capsys.readouterr().out
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", verbose=2)
+    assert model.uses_fast_path
+    model.learn(10)
+    assert "training on the fast path" in capsys.readouterr().out
 
 
 def test_tensorboard_gets_the_training_scalars(tmp_path):

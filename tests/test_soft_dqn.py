@@ -4,9 +4,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 from lunar_sb3 import SoftUpdateDQN
@@ -127,15 +131,82 @@ def test_target_update_cadence_counts_transitions(n_envs, total):
     assert model._n_updates == (total - 64) // (4 * n_envs)
 
 
-def test_target_moves_towards_q_network_only_by_polyak():
-    """After training, target = Polyak average: it differs from both its start and the Q-network."""
-    model = SoftUpdateDQN("MlpPolicy", FixedLengthEnv(), seed=0, learning_starts=64)
-    start = [p.detach().clone() for p in model.q_net_target.parameters()]
-    model.learn(200)
-    for p0, p_target, p in zip(start, model.q_net_target.parameters(), model.q_net.parameters(), strict=True):
-        assert not th.equal(p0, p_target)
-        # with τ = 1e-3 and 34 updates the target has moved only a few percent of the way
-        assert (p_target - p0).abs().max() < (p - p0).abs().max()
+def float64_params(net: nn.Module) -> list[np.ndarray]:
+    return [p.detach().double().numpy().copy() for p in net.parameters()]
+
+
+def assert_polyak(net: nn.Module, expected: list[np.ndarray]) -> None:
+    """float32 weights against a float64 hand computation: a few float32 roundings of O(0.1-1) values apart."""
+    for p, want in zip(net.parameters(), expected, strict=True):
+        np.testing.assert_allclose(p.detach().double().numpy(), want, rtol=1e-6, atol=1e-7)
+
+
+def lerp64(targets: list[np.ndarray], sources: list[np.ndarray], weight: float) -> list[np.ndarray]:
+    """targets + weight·(sources − targets) in float64: weight τ is one application of the lab's rule."""
+    return [t + weight * (s - t) for t, s in zip(targets, sources, strict=True)]
+
+
+def perturb(net: nn.Module, scale: float, seed: int) -> None:
+    generator = th.Generator().manual_seed(seed)
+    with th.no_grad():
+        for p in net.parameters():
+            p.add_(scale * th.randn(p.shape, generator=generator))
+
+
+@pytest.mark.parametrize("k", [2, 5, 37])
+def test_k_due_polyak_updates_are_exact(k):
+    """k updates with a constant Q-network: w⁻_k = w + (1 − τ)^k·(w⁻_0 − w), i.e. k applications of the lab's rule."""
+    tau = 0.3
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", tau=tau, seed=1)
+    perturb(model.q_net, 0.1, seed=k)
+    online, target = float64_params(model.q_net), float64_params(model.q_net_target)
+    model._due_target_updates = k
+    model._apply_due_target_updates()
+    # w⁻_k = w + (1 − τ)^k·(w⁻_0 − w), written as a lerp from w towards w⁻_0
+    assert_polyak(model.q_net_target, lerp64(online, target, (1 - tau) ** k))
+    # the same by iterating the lab's rule w⁻ ← τ·w + (1 − τ)·w⁻ k times
+    iterated = target
+    for _ in range(k):
+        iterated = lerp64(iterated, online, tau)
+    assert_polyak(model.q_net_target, iterated)
+    assert model.target_updates == k and model._due_target_updates == 0
+    for p, w in zip(model.q_net.parameters(), online, strict=True):  # the Q-network itself is untouched
+        assert np.array_equal(p.detach().double().numpy(), w)
+
+
+def test_polyak_updates_follow_a_changing_q_network():
+    """Updates due at different times use the Q-network of their time: the order of the float64 recursion matters."""
+    tau = 0.2
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", tau=tau, seed=2)
+    expected = float64_params(model.q_net_target)
+    for round_, k in enumerate([1, 3, 2, 4]):
+        perturb(model.q_net, 0.1, seed=100 + round_)  # what a gradient step does between two updates
+        online = float64_params(model.q_net)
+        for _ in range(k):
+            expected = lerp64(expected, online, tau)
+        model._due_target_updates = k
+        model._apply_due_target_updates()
+        assert_polyak(model.q_net_target, expected)
+    assert model.target_updates == 1 + 3 + 2 + 4
+
+
+def test_due_target_updates_follow_the_gradient_step():
+    """In ``train`` the soft updates come after the gradient step, so they pull towards the *updated* Q-network."""
+    tau = 0.3
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", tau=tau, seed=0, learning_starts=500)
+    model.learn(500)  # warm-up only: fills the memory, no gradient step and no due update yet
+    assert model._n_updates == 0 and model.target_updates == 0 and model._due_target_updates == 0
+    before_step, target = float64_params(model.q_net), float64_params(model.q_net_target)
+    model._due_target_updates = 3
+    model.train(gradient_steps=1, batch_size=64)
+    after_step = float64_params(model.q_net)
+    assert max(np.abs(a - b).max() for a, b in zip(after_step, before_step, strict=True)) > 1e-4  # the step moved
+    weight = 1 - (1 - tau) ** 3
+    assert_polyak(model.q_net_target, lerp64(target, after_step, weight))
+    stale = lerp64(target, before_step, weight)
+    with pytest.raises(AssertionError):
+        assert_polyak(model.q_net_target, stale)
+    assert model.target_updates == 3 and model._due_target_updates == 0
 
 
 @pytest.mark.parametrize("loss", ["mse", "huber"])
@@ -165,18 +236,124 @@ def test_td_target_and_loss_match_a_hand_computation(loss, double_q):
 
     y_model = model.td_target(batch.rewards, batch.next_observations, batch.dones, model.gamma)
     np.testing.assert_allclose(y_model.numpy()[:, 0], y, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(float(model.td_loss(batch)), expected_loss, rtol=1e-5)
-    # terminal transitions do not bootstrap
-    np.testing.assert_allclose(y[dones == 1], rewards[dones == 1])
+    np.testing.assert_allclose(float(model.td_loss(batch).detach()), expected_loss, rtol=1e-5)
+    # terminal transitions do not bootstrap: the model's target is exactly the batch's reward there
+    terminal = batch.dones[:, 0] == 1
+    assert terminal.any() and (~terminal).any()
+    assert th.equal(y_model[terminal, 0], batch.rewards[terminal, 0])
+    assert not th.allclose(y_model[~terminal, 0], batch.rewards[~terminal, 0], atol=1e-3)
 
 
-def test_n_step_discounts_are_used():
-    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=0)
-    batch = fixed_batch()._replace(discounts=th.full((6, 1), 0.5))
+def test_td_loss_uses_the_per_sample_n_step_discounts():
+    """With n-step replay each sample carries its own γⁿ (shorter at episode ends); plain γ would give another loss."""
+    gamma = 0.9
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", gamma=gamma, seed=0)
+    with th.no_grad():  # bootstrapped values ≈ 20, so γ instead of γⁿ would move the targets by several units
+        model.q_net_target.q_net[-1].bias.add_(20.0)
+    discounts = np.array([gamma**3, gamma**3, gamma**2, gamma, gamma**3, gamma**2])
+    batch = fixed_batch()._replace(discounts=th.as_tensor(discounts[:, None], dtype=th.float32))
+    rewards, dones = batch.rewards.double().numpy()[:, 0], batch.dones.double().numpy()[:, 0]
     next_value = mlp_forward(numpy_params(model.q_net_target), batch.next_observations.double().numpy()).max(axis=1)
-    expected = batch.rewards.numpy()[:, 0] + 0.5 * next_value * (1 - batch.dones.numpy()[:, 0])
+    q_sa = mlp_forward(numpy_params(model.q_net), batch.observations.double().numpy())
+    q_sa = q_sa[np.arange(6), batch.actions.numpy()[:, 0]]
+
+    def mse(discount: np.ndarray | float) -> float:
+        return float(np.mean((q_sa - (rewards + discount * next_value * (1 - dones))) ** 2))
+
+    expected, with_plain_gamma = mse(discounts.astype(np.float32)), mse(gamma)
+    assert abs(expected - with_plain_gamma) > 1.0  # the check below can tell the two apart
+    np.testing.assert_allclose(float(model.td_loss(batch).detach()), expected, rtol=1e-5)
     y = model.td_target(batch.rewards, batch.next_observations, batch.dones, batch.discounts)
-    np.testing.assert_allclose(y.numpy()[:, 0], expected, rtol=1e-5, atol=1e-5)
+    expected_y = rewards + discounts.astype(np.float32) * next_value * (1 - dones)
+    np.testing.assert_allclose(y.numpy()[:, 0], expected_y, rtol=1e-5, atol=1e-4)
+
+
+class LossRecorder(Logger):
+    """A silent logger that keeps every ``train/loss`` value recorded during training."""
+
+    def __init__(self) -> None:
+        super().__init__(folder=None, output_formats=[])
+        self.losses: list[float] = []
+
+    def record(self, key, value, exclude=None):  # type: ignore[no-untyped-def]
+        if key == "train/loss":
+            self.losses.append(float(value))
+        super().record(key, value, exclude)
+
+
+def test_n_step_training_on_lunar_lander():
+    """``n_steps=3`` trains on SB3's NStepReplayBuffer, whose samples carry γ³ (γ or γ² where an episode ends)."""
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", n_steps=3, seed=0)
+    recorder = LossRecorder()
+    model.set_logger(recorder)
+    model.learn(500)
+    buffer = model.replay_buffer
+    assert type(buffer) is NStepReplayBuffer and buffer.n_steps == 3 and buffer.gamma == model.gamma == 0.995
+    assert model._n_updates == (500 - 64) // 4
+    assert len(recorder.losses) == model._n_updates and np.all(np.isfinite(recorder.losses))
+    np.random.seed(0)
+    discounts = buffer.sample(1000).discounts.numpy()[:, 0].astype(np.float64)
+    steps = np.log(discounts) / np.log(model.gamma)  # the n of each γⁿ
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+    assert set(np.round(steps).astype(int)) <= {1, 2, 3}
+    assert not np.allclose(discounts, model.gamma)
+    assert np.mean(np.round(steps) == 3) > 0.9  # full 3-step returns, except near episode ends
+
+
+class EpisodeEndRecorder(BaseCallback):
+    """Remembers (buffer row, env, terminal observation, truncated?) of every episode end the rollout reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[tuple[int, int, np.ndarray, bool]] = []
+
+    def _on_step(self) -> bool:
+        for env_index, (done, info) in enumerate(zip(self.locals["dones"], self.locals["infos"], strict=True)):
+            if done:
+                terminal = np.array(info["terminal_observation"], copy=True)
+                self.ends.append((self.n_calls - 1, env_index, terminal, bool(info["TimeLimit.truncated"])))
+        return True
+
+
+def test_time_limit_truncation_through_the_fast_rollout():
+    """Episodes cut by a TimeLimit are stored with their last observation and are not bootstrapped as terminal."""
+    env = DummyVecEnv([lambda: Monitor(gym.make("LunarLander-v2", max_episode_steps=20))])
+    model = SoftUpdateDQN("MlpPolicy", env, seed=0)
+    recorder = EpisodeEndRecorder()
+    model.learn(300, callback=recorder)
+    assert model.uses_fast_path  # the lean rollout loop stored these transitions
+    buffer, rows = model.replay_buffer, 300
+    assert buffer.pos == rows and not buffer.full
+
+    # 20 steps are far too few to land or crash: every episode was truncated, at rows 19, 39, ..., 299
+    truncated_rows = list(range(19, rows, 20))
+    assert [(row, env_index, truncated) for row, env_index, _, truncated in recorder.ends] == [
+        (row, 0, True) for row in truncated_rows
+    ]
+    assert [e["l"] for e in model.ep_info_buffer] == [20] * 15
+    assert np.flatnonzero(buffer.dones[:rows, 0]).tolist() == truncated_rows
+    assert np.flatnonzero(buffer.timeouts[:rows, 0]).tolist() == truncated_rows
+
+    # s′ of a truncated row is the episode's terminal observation, not the reset observation that follows it
+    for row, _, terminal_obs, _ in recorder.ends:
+        np.testing.assert_array_equal(buffer.next_observations[row, 0], terminal_obs)
+        reset_obs = buffer.observations[row + 1, 0] if row + 1 < rows else model._last_obs[0]
+        assert not np.allclose(buffer.next_observations[row, 0], reset_obs, atol=1e-3)
+    within_episodes = np.array([row for row in range(rows - 1) if row not in truncated_rows])
+    np.testing.assert_array_equal(buffer.next_observations[within_episodes], buffer.observations[within_episodes + 1])
+
+    # the done that enters the TD target, dones·(1 − timeouts), is 0 for them: they bootstrap from s′
+    samples = buffer._get_samples(np.array(truncated_rows))  # SB3's sampling, on exactly the truncated rows
+    assert samples.dones.sum() == 0
+    np.testing.assert_array_equal(samples.next_observations.numpy(), buffer.next_observations[truncated_rows, 0])
+    # and the fast trainer's own sampling (same random calls as SB3's) agrees
+    np.random.seed(3)
+    indices = np.random.randint(0, rows, size=512)
+    np.random.seed(3)
+    _, _, next_obs, dones, _ = model._fast_trainer.sample(512)
+    np.testing.assert_array_equal(next_obs.numpy(), buffer.next_observations[indices, 0])
+    assert buffer.dones[indices, 0].sum() > 0  # truncated rows were drawn...
+    assert float(dones.sum()) == 0.0  # ...and none of them counts as terminal
 
 
 def test_truncation_is_not_termination():
@@ -196,21 +373,54 @@ def test_epsilon_decays_once_per_finished_episode():
     assert model._scheduled_exploration_rate() == 0.01
 
 
+class ExplorationRecorder(BaseCallback):
+    """Records (timesteps, finished episodes, ε) at every step; the last two were both set by the previous step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, int, float]] = []
+
+    def _on_step(self) -> bool:
+        self.seen.append((self.model.num_timesteps, self.model.finished_episodes, self.model.exploration_rate))
+        return True
+
+
+def test_epsilon_is_exact_all_along_the_episodic_schedule():
+    """ε = max(0.01, 0.995^k) after exactly k episodes, to float precision, before and after the floor (k = 919)."""
+    recorder = ExplorationRecorder()
+    model = SoftUpdateDQN("MlpPolicy", FixedLengthEnv(length=1), seed=0).learn(1000, callback=recorder)
+    by_episodes = {episodes: eps for _, episodes, eps in recorder.seen}
+    assert sorted(by_episodes) == list(range(1000))  # one-step episodes: k = 0 .. 999 all seen
+    for k, eps in by_episodes.items():
+        assert eps == pytest.approx(max(0.01, 0.995**k), rel=1e-12, abs=0), k
+    assert by_episodes[500] == pytest.approx(0.0815719, rel=1e-6)  # mid-schedule, far above the floor
+    assert by_episodes[918] == pytest.approx(0.995**918, rel=1e-12) and 0.995**918 > 0.01
+    assert by_episodes[919] == 0.01 and 0.995**919 < 0.01  # the floor, exactly
+    assert model.finished_episodes == 1000 and model.exploration_rate == 0.01
+
+
 def test_epsilon_counts_episodes_of_every_env():
     env = make_vec_env(lambda: FixedLengthEnv(length=5), n_envs=4, seed=0)
     model = SoftUpdateDQN("MlpPolicy", env, seed=0).learn(4 * 5 * 10)
     assert model.finished_episodes == 40
-    assert model.exploration_rate == pytest.approx(0.995**40)
+    assert model.exploration_rate == pytest.approx(0.995**40, rel=1e-12, abs=0)
 
 
 def test_linear_exploration_schedule_stays_available():
-    model = SoftUpdateDQN(
-        "MlpPolicy", FixedLengthEnv(), exploration_schedule="linear", exploration_fraction=0.5, seed=0
-    ).learn(400)
-    assert model.exploration_rate == pytest.approx(0.01)  # past the fraction: the final value
-    model = SoftUpdateDQN("MlpPolicy", FixedLengthEnv(), exploration_schedule="linear", exploration_fraction=1.0)
-    model.learn(400)
-    assert model.exploration_rate == pytest.approx(1.0 + (0.01 - 1.0) * model.num_timesteps / 400, abs=1e-2)
+    """SB3's linear schedule: ε = 1 + (0.01 − 1)·(t / T) / fraction until t = fraction·T, then 0.01, at every step."""
+    total = 400
+    for fraction in (0.5, 1.0):
+        recorder = ExplorationRecorder()
+        model = SoftUpdateDQN(
+            "MlpPolicy", FixedLengthEnv(), exploration_schedule="linear", exploration_fraction=fraction, seed=0
+        ).learn(total, callback=recorder)
+        for timesteps, _, eps in recorder.seen[1:]:
+            done = (timesteps - 1) / total  # ε seen at a step was set after the previous one
+            expected = 0.01 if done > fraction else 1.0 + (0.01 - 1.0) * done / fraction
+            assert eps == pytest.approx(expected, rel=1e-9, abs=1e-12), (fraction, timesteps)
+        assert model.exploration_rate == pytest.approx(0.01, rel=1e-9)  # t = T: the end of the schedule
+    middle = {timesteps: eps for timesteps, _, eps in recorder.seen}[201]  # fraction 1.0, t = 200
+    assert middle == pytest.approx(0.505, rel=1e-9)
 
 
 def test_save_load_continue_keeps_epsilon_and_episode_count(tmp_path):

@@ -41,28 +41,85 @@ def test_every_point_of_the_search_space_is_a_valid_model():
     assert seen == {("mse", False), ("mse", True), ("huber", False), ("huber", True)}
 
 
+EDGE_SUGGESTIONS = {
+    "low": dict(
+        learning_rate=1e-4,
+        batch_size=32,
+        buffer_size=25_000,
+        gamma=0.98,
+        tau=1e-4,
+        target_update_interval=1,
+        exploration_decay=0.98,
+        train_freq=1,
+        gradient_steps=1,
+        net_width=32,
+        net_depth=1,
+        loss="mse",
+        double_q=False,
+    ),
+    "high": dict(
+        learning_rate=5e-3,
+        batch_size=256,
+        buffer_size=300_000,
+        gamma=0.999,
+        tau=2e-2,
+        target_update_interval=16,
+        exploration_decay=0.998,
+        train_freq=8,
+        gradient_steps=2,
+        net_width=256,
+        net_depth=3,
+        loss="huber",
+        double_q=True,
+    ),
+}
+# What SoftUpdateDQN must receive for them: Optuna's net_width/net_depth become one net_arch, the rest passes as is
+EDGE_KWARGS = {
+    "low": dict(
+        learning_rate=1e-4,
+        batch_size=32,
+        buffer_size=25_000,
+        gamma=0.98,
+        tau=1e-4,
+        target_update_interval=1,
+        exploration_decay=0.98,
+        train_freq=1,
+        gradient_steps=1,
+        loss="mse",
+        double_q=False,
+        policy_kwargs=dict(net_arch=[32]),
+    ),
+    "high": dict(
+        learning_rate=5e-3,
+        batch_size=256,
+        buffer_size=300_000,
+        gamma=0.999,
+        tau=2e-2,
+        target_update_interval=16,
+        exploration_decay=0.998,
+        train_freq=8,
+        gradient_steps=2,
+        loss="huber",
+        double_q=True,
+        policy_kwargs=dict(net_arch=[256, 256, 256]),
+    ),
+}
+
+
 @pytest.mark.parametrize("edge", ["low", "high"])
 def test_search_space_edges_are_valid(edge):
-    pick = 0 if edge == "low" else -1
-    fixed = {
-        "learning_rate": 1e-4 if edge == "low" else 5e-3,
-        "batch_size": [32, 64, 128, 256][pick],
-        "buffer_size": [25_000, 50_000, 100_000, 300_000][pick],
-        "gamma": [0.98, 0.99, 0.995, 0.999][pick],
-        "tau": 1e-4 if edge == "low" else 2e-2,
-        "target_update_interval": [1, 2, 4, 8, 16][pick],
-        "exploration_decay": [0.98, 0.99, 0.995, 0.998][pick],
-        "train_freq": [1, 2, 4, 8][pick],
-        "gradient_steps": [1, 2][pick],
-        "net_width": [32, 64, 128, 256][pick],
-        "net_depth": 1 if edge == "low" else 3,
-        "loss": ["mse", "huber"][pick],
-        "double_q": [False, True][pick],
-    }
-    params = sample_soft_dqn_params(optuna.trial.FixedTrial(fixed), 4, 1, NO_HER)
+    """The corners of the search space give exactly the expected keyword arguments, and a model that takes them."""
+    params = sample_soft_dqn_params(optuna.trial.FixedTrial(EDGE_SUGGESTIONS[edge]), 4, 1, NO_HER)
+    assert params == EDGE_KWARGS[edge]
+    assert convert_soft_dqn_params(EDGE_SUGGESTIONS[edge]) == EDGE_KWARGS[edge]  # what --trial-id replays
     model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", **params)
-    assert model.policy.net_arch == [fixed["net_width"]] * fixed["net_depth"]
-    assert params == convert_soft_dqn_params(fixed)
+    assert model.policy.net_arch == EDGE_KWARGS[edge]["policy_kwargs"]["net_arch"]
+    assert model.train_freq.frequency == EDGE_KWARGS[edge]["train_freq"]
+    for name in ("batch_size", "buffer_size", "gamma", "tau", "target_update_interval", "exploration_decay"):
+        assert getattr(model, name) == EDGE_KWARGS[edge][name], name
+    for name in ("gradient_steps", "loss", "double_q"):
+        assert getattr(model, name) == EDGE_KWARGS[edge][name], name
+    assert model.lr_schedule(1.0) == pytest.approx(EDGE_KWARGS[edge]["learning_rate"])
 
 
 @pytest.fixture(scope="module")
@@ -138,17 +195,58 @@ def test_bad_storage_or_study_gives_a_clear_error(shared_study, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
-def test_tuned_preset_builds_the_recorded_model():
+TUNED_STUDY, TUNED_TRIAL = "soft_dqn_lunar", 10
+PRESET_ONLY_KEYS = {"n_timesteps", "policy", "callback"}  # the run's budget and stopping rule, not tuned
+
+
+@pytest.fixture
+def tuned_preset() -> dict:
     import yaml
 
-    from lunar_sb3.benchmark import agent_kwargs
     from lunar_sb3.zoo import hyperparams_path
 
-    preset = yaml.safe_load(hyperparams_path("soft_dqn_tuned.yml").read_text())
-    assert preset["LunarLander-v3"] == preset["LunarLander-v2"]
+    return yaml.safe_load(hyperparams_path("soft_dqn_tuned.yml").read_text())
+
+
+@pytest.fixture
+def recorded_study(tmp_path) -> optuna.Study:
+    """The study in the repository's journal, read from a copy so the test never writes into the repository."""
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "results" / "study" / "soft_dqn_lunar.log"
+    shutil.copyfile(source, tmp_path / "journal.log")
+    return optuna.load_study(study_name=TUNED_STUDY, storage=journal(tmp_path / "journal.log"))
+
+
+def test_tuned_preset_is_trial_10_of_the_recorded_study(tuned_preset, recorded_study):
+    """Every tuned value in hyperparams/soft_dqn_tuned.yml is what trial 10 of results/study/ sampled."""
+    trial = recorded_study.trials[TUNED_TRIAL]
+    assert trial.number == TUNED_TRIAL and trial.state == optuna.trial.TrialState.COMPLETE
+    assert recorded_study.best_trial.number == TUNED_TRIAL  # the preset's comment: the best trial
+    assert round(trial.value, 1) == 220.0
+    expected = convert_soft_dqn_params(trial.params)
+    entry = tuned_preset["LunarLander-v2"]
+    assert set(entry) - PRESET_ONLY_KEYS == set(expected)
+    for name, value in expected.items():
+        if name == "policy_kwargs":  # rl-zoo3 evaluates this string
+            assert eval(entry[name]) == value
+        else:
+            assert entry[name] == value and type(entry[name]) is type(value), name
+    assert tuned_preset["LunarLander-v3"] == entry
+
+
+def test_tuned_preset_builds_the_recorded_model(tuned_preset, recorded_study):
+    from lunar_sb3.benchmark import agent_kwargs
+
+    expected = convert_soft_dqn_params(recorded_study.trials[TUNED_TRIAL].params)
     algo_class, kwargs = agent_kwargs("soft_dqn_tuned")
     model = algo_class("MlpPolicy", "LunarLander-v2", **kwargs)
     assert model.uses_fast_path
-    assert model.policy.net_arch == eval(preset["LunarLander-v2"]["policy_kwargs"])["net_arch"]
-    for name in ("learning_rate", "gamma", "tau", "target_update_interval", "exploration_decay", "double_q"):
-        assert getattr(model, name) == preset["LunarLander-v2"][name], name
+    assert model.policy.net_arch == expected["policy_kwargs"]["net_arch"] == [256, 256]
+    assert model.train_freq.frequency == expected["train_freq"]
+    assert model.lr_schedule(1.0) == pytest.approx(expected["learning_rate"])
+    for name in ("batch_size", "buffer_size", "gamma", "tau", "target_update_interval", "exploration_decay"):
+        assert getattr(model, name) == expected[name], name
+    for name in ("gradient_steps", "loss", "double_q"):
+        assert getattr(model, name) == expected[name], name
