@@ -34,6 +34,13 @@ from tqdm import tqdm
 from lunar_sb3 import SoftUpdateDQN, StopTrainingOnSolved
 from lunar_sb3.envs import LAB_ENV_ID
 from lunar_sb3.evaluate import evaluate_model
+from lunar_sb3.outputs import (
+    OneLineArgumentParser,
+    OutputError,
+    atomic_path,
+    check_writable_folder,
+    write_text_atomic,
+)
 
 LAB_NET = dict(net_arch=[64, 64])
 # SB3's DQN as close to the lab as it allows: same network, lr, memory, minibatch, γ, τ and C; its own
@@ -74,6 +81,8 @@ AGENTS: dict[str, tuple[type, dict[str, Any] | str]] = {
     "sb3_dqn": (DQN, SB3_LAB),
     "sb3_dqn_zoo": (DQN, SB3_ZOO_TUNED),
 }
+SOLVE_FILES = ("solve.json", "solve.md", "learning_curves.png")
+"""What ``solve`` writes into ``--out``."""
 LABELS = {
     "soft_dqn": "SoftUpdateDQN (defaults)",
     "soft_dqn_tuned": "SoftUpdateDQN (tuned preset)",
@@ -150,7 +159,6 @@ def run_solve(args: argparse.Namespace) -> None:
         for future in tqdm(futures, desc="training runs", unit="run"):
             results.append(future.result())
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": "python -m lunar_sb3.benchmark " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
@@ -158,10 +166,15 @@ def run_solve(args: argparse.Namespace) -> None:
         "torch_threads_per_run": 1,
         "jobs": args.jobs,
     }
-    (out / "solve.json").write_text(json.dumps({"meta": meta, "runs": results}, indent=1))
     table = solve_table(results, args.agents)
-    (out / "solve.md").write_text(table + "\n")
-    plot_curves(results, args.agents, out / "learning_curves.png")
+    try:  # checked before training, but the disk may have filled up or the folder vanished since
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "solve.json", json.dumps({"meta": meta, "runs": results}, indent=1))
+        write_text_atomic(out / "solve.md", table + "\n")
+        plot_curves(results, args.agents, out / "learning_curves.png")
+    except OSError as error:
+        print(table)
+        sys.exit(f"python -m lunar_sb3.benchmark solve: error: cannot write the results into {out}: {error}")
     print(table)
     print(f"\nwrote {out / 'solve.json'}, {out / 'solve.md'}, {out / 'learning_curves.png'}")
 
@@ -242,8 +255,11 @@ def plot_curves(results: list[dict[str, Any]], agents: list[str], path: Path) ->
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("training return, 100-episode mean")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def throughput_run(agent: str, steps: int, seed: int = 0) -> float:
@@ -310,7 +326,7 @@ def run_zoo(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m lunar_sb3.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -324,22 +340,39 @@ def main(argv: list[str] | None = None) -> None:
     solve.add_argument("--out", default="benchmark_results", help="folder for solve.json, solve.md, the PNG")
     solve.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, proves nothing")
     throughput = commands.add_parser("throughput", help="env steps/s, SoftUpdateDQN vs SB3 DQN, same settings")
-    throughput.add_argument("--steps", type=int, default=20_000)
-    throughput.add_argument("--rounds", type=int, default=3)
+    throughput.add_argument("--steps", type=int, default=20_000, help="env steps per run (default 20000)")
+    throughput.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     zoo = commands.add_parser("zoo", help="env steps/s through rl_zoo3.train, soft_dqn vs dqn (lab settings)")
-    zoo.add_argument("--steps", type=int, default=30_000)
-    zoo.add_argument("--rounds", type=int, default=3)
+    zoo.add_argument("--steps", type=int, default=30_000, help="env steps per run (default 30000)")
+    zoo.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     args = parser.parse_args(argv)
+    command = commands.choices[args.command]  # its errors name the subcommand: "... benchmark solve: error: ..."
     if args.command == "solve":
         if args.quick:
             args.seeds, args.max_steps, args.eval_episodes = min(args.seeds, 2), 2_000, 2
-        if args.seeds < 1 or args.max_steps < 1 or args.eval_episodes < 1 or args.jobs < 1:
-            parser.error("--seeds, --max-steps, --eval-episodes and --jobs must be >= 1")
+        for option in ("seeds", "max_steps", "eval_episodes", "jobs"):
+            _require_positive(command, args, option)
+        if args.seed0 < 0:
+            command.error(f"--seed0 must be >= 0 (seeds are non-negative), got {args.seed0}")
+        try:
+            check_writable_folder(args.out, SOLVE_FILES)  # before hours of training, not after
+        except OutputError as error:
+            command.error(str(error))
         run_solve(args)
-    elif args.command == "throughput":
-        run_throughput(args)
     else:
-        run_zoo(args)
+        for option in ("steps", "rounds"):
+            _require_positive(command, args, option)
+        if args.command == "throughput":
+            run_throughput(args)
+        else:
+            run_zoo(args)
+
+
+def _require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, option: str) -> None:
+    """argparse's own one-line usage error (exit status 2) for a count that must be >= 1."""
+    value = getattr(args, option)
+    if value < 1:
+        parser.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
 
 
 if __name__ == "__main__":
