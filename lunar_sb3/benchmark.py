@@ -2,6 +2,7 @@
 
 ``python -m lunar_sb3.benchmark solve``       train K seeds of each agent to the lab's "solved", evaluate, plot
 ``python -m lunar_sb3.benchmark throughput``  env steps per second on identical settings and envs
+``python -m lunar_sb3.benchmark threads``     env steps/s beside a busy process: default torch threads vs one
 ``python -m lunar_sb3.benchmark zoo``         the same through ``python -m rl_zoo3.train``, as users run it
 
 Runs of different agents are interleaved (seed 0 of each, then seed 1, ...) so that timing ratios are taken
@@ -262,9 +263,9 @@ def plot_curves(results: list[dict[str, Any]], agents: list[str], path: Path) ->
         plt.close(fig)
 
 
-def throughput_run(agent: str, steps: int, seed: int = 0) -> float:
+def throughput_run(agent: str, steps: int, seed: int = 0, threads: int = 1) -> float:
     """Env steps/s of one agent on the lab's settings with ε fixed at 0.1 (so both act greedily 90 % of steps)."""
-    th.set_num_threads(1)
+    th.set_num_threads(threads)
     algo_class, kwargs = agent_kwargs(agent)
     kwargs = {**kwargs, "exploration_initial_eps": 0.1, "exploration_final_eps": 0.1}
     model = algo_class("MlpPolicy", make_lab_env(seed), seed=seed, **kwargs)
@@ -287,6 +288,28 @@ def run_throughput(args: argparse.Namespace) -> None:
     print(f"  ratio SoftUpdateDQN ÷ SB3 DQN: {ours / theirs:.2f}×")
 
 
+def run_threads(args: argparse.Namespace) -> None:
+    """Default torch threads vs one thread for SoftUpdateDQN, with a CPU-bound process competing for a core."""
+    default_threads = th.get_num_threads()
+    settings = {f"torch default ({default_threads} threads)": default_threads, "one torch thread": 1}
+    rates: dict[str, list[float]] = {name: [] for name in settings}
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # the "something else" on a laptop
+    try:
+        for round_ in tqdm(range(args.rounds), desc="interleaved rounds"):
+            for name, threads in settings.items():
+                rates[name].append(throughput_run("soft_dqn", args.steps, seed=round_, threads=threads))
+    finally:
+        busy.kill()
+    print(
+        f"SoftUpdateDQN env steps/s beside one CPU-bound process ({os.cpu_count()} cores), "
+        f"median of {args.rounds} interleaved rounds of {args.steps} steps:"
+    )
+    for name, values in rates.items():
+        print(f"  {name:<28} {statistics.median(values):8.0f}   rounds: {', '.join(f'{v:.0f}' for v in values)}")
+    default, one = (statistics.median(values) for values in rates.values())
+    print(f"  ratio one thread ÷ default: {one / default:.1f}×")
+
+
 def zoo_fps(algo: str, steps: int, folder: str, extra: list[str]) -> float:
     """Env steps/s as rl-zoo3 reports them (``time/fps`` of the last log line) for one training run."""
     command = [
@@ -305,6 +328,8 @@ def zoo_fps(algo: str, steps: int, folder: str, extra: list[str]) -> float:
         folder,
         "--seed",
         "0",
+        "--num-threads",
+        "1",
         *extra,
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -317,7 +342,8 @@ def run_zoo(args: argparse.Namespace) -> None:
     rates: dict[str, list[float]] = {"soft_dqn": [], "dqn": []}
     with tempfile.TemporaryDirectory() as folder:
         for _ in tqdm(range(args.rounds), desc="interleaved rounds"):
-            rates["soft_dqn"].append(zoo_fps("soft_dqn", args.steps, folder, []))
+            # --verbose 2: soft_dqn's compact progress lines replace the log tables this reads time/fps from
+            rates["soft_dqn"].append(zoo_fps("soft_dqn", args.steps, folder, ["--verbose", "2"]))
             rates["dqn"].append(zoo_fps("dqn", args.steps, folder, ["-params", *dqn_params]))
     print(f"rl-zoo3 train, env steps/s (time/fps), median of {args.rounds} rounds of {args.steps} steps:")
     for algo, values in rates.items():
@@ -342,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     throughput = commands.add_parser("throughput", help="env steps/s, SoftUpdateDQN vs SB3 DQN, same settings")
     throughput.add_argument("--steps", type=int, default=20_000, help="env steps per run (default 20000)")
     throughput.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    threads = commands.add_parser("threads", help="env steps/s beside a busy process: default vs one torch thread")
+    threads.add_argument("--steps", type=int, default=3_000, help="env steps per run (default 3000)")
+    threads.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     zoo = commands.add_parser("zoo", help="env steps/s through rl_zoo3.train, soft_dqn vs dqn (lab settings)")
     zoo.add_argument("--steps", type=int, default=30_000, help="env steps per run (default 30000)")
     zoo.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
@@ -362,10 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         for option in ("steps", "rounds"):
             _require_positive(command, args, option)
-        if args.command == "throughput":
-            run_throughput(args)
-        else:
-            run_zoo(args)
+        {"throughput": run_throughput, "threads": run_threads, "zoo": run_zoo}[args.command](args)
 
 
 def _require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, option: str) -> None:

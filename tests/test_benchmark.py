@@ -70,6 +70,19 @@ def test_throughput_mode_prints_both_rates_and_ratio(tmp_path):
     assert "ratio SoftUpdateDQN ÷ SB3 DQN:" in result.stdout
 
 
+def test_threads_mode_runs_beside_a_busy_process_and_cleans_up(tmp_path):
+    result = run("-m", "lunar_sb3.benchmark", "threads", "--steps", "300", "--rounds", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "beside one CPU-bound process" in result.stdout and "one torch thread" in result.stdout
+    assert "ratio one thread ÷ default:" in result.stdout
+
+
+def test_zoo_mode_reads_both_speeds(tmp_path):
+    result = run("-m", "lunar_sb3.benchmark", "zoo", "--steps", "1000", "--rounds", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ratio soft_dqn ÷ dqn:" in result.stdout
+
+
 def test_plot_learning_curve_from_monitor_files(tmp_path):
     from stable_baselines3.common.env_util import make_vec_env
 

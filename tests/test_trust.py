@@ -1,7 +1,6 @@
 """Trust: the fast path computes what the plain path computes or steps aside; bad input fails in one line."""
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import DQN
