@@ -274,18 +274,71 @@ def throughput_run(agent: str, steps: int, seed: int = 0, threads: int = 1) -> f
     return steps / (time.perf_counter() - start)
 
 
-def run_throughput(args: argparse.Namespace) -> None:
-    rates: dict[str, list[float]] = {"soft_dqn": [], "sb3_dqn": []}
-    for round_ in tqdm(range(args.rounds), desc="interleaved rounds"):
-        for agent in rates:  # same process, one after the other: same machine load
-            rates[agent].append(throughput_run(agent, args.steps, seed=round_))
-    ours, theirs = statistics.median(rates["soft_dqn"]), statistics.median(rates["sb3_dqn"])
-    print(f"env steps/s, median of {args.rounds} interleaved rounds of {args.steps} steps (one torch thread):")
-    for agent, values in rates.items():
-        print(
-            f"  {LABELS[agent]:<28} {statistics.median(values):8.0f}   rounds: {', '.join(f'{v:.0f}' for v in values)}"
+def bare_env_rate(steps: int, seed: int = 0) -> float:
+    """Env steps/s of the bare simulator: ``gym.make(LunarLander-v2)`` with random actions, nothing else."""
+    env = gym.make(LAB_ENV_ID)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+# Where a training step's time goes: profile entries (file suffix, function name) summed by cumulative time
+PROFILE_PARTS = {
+    "env (LunarLander.step + wrappers + Monitor)": [("fast_rollout.py", "_step_envs")],
+    "action choice": [("fast_rollout.py", "_actions")],
+    "gradient step + Polyak": [("soft_dqn.py", "train")],
+    "callbacks": [("callbacks.py", "on_step")],
+}
+
+
+def profile_breakdown(steps: int) -> dict[str, float]:
+    """Shares of one SoftUpdateDQN training run's time (under cProfile, which inflates small calls alike)."""
+    import cProfile
+    import pstats
+
+    th.set_num_threads(1)
+    algo_class, kwargs = agent_kwargs("soft_dqn")
+    model = algo_class("MlpPolicy", make_lab_env(0), seed=0, exploration_initial_eps=0.1, exploration_final_eps=0.1)
+    profiler = cProfile.Profile()
+    profiler.runcall(model.learn, steps)
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive, tottime, cumtime, callers)
+    total = sum(entry[2] for entry in stats.values())
+    shares = {}
+    for part, functions in PROFILE_PARTS.items():
+        seconds = sum(
+            entry[3]
+            for (file, _, name), entry in stats.items()
+            if any(file.endswith(suffix) and name == function for suffix, function in functions)
         )
-    print(f"  ratio SoftUpdateDQN ÷ SB3 DQN: {ours / theirs:.2f}×")
+        shares[part] = seconds / total
+    shares["the rest (rollout loop, replay writes, learn's bookkeeping)"] = 1 - sum(shares.values())
+    return shares
+
+
+def run_throughput(args: argparse.Namespace) -> None:
+    rates: dict[str, list[float]] = {"soft_dqn": [], "sb3_dqn": [], "bare_env": []}
+    for round_ in tqdm(range(args.rounds), desc="interleaved rounds"):
+        for agent in ("soft_dqn", "sb3_dqn"):  # same process, one after the other: same machine load
+            rates[agent].append(throughput_run(agent, args.steps, seed=round_))
+        rates["bare_env"].append(bare_env_rate(args.steps, seed=round_))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    labels = {**LABELS, "bare_env": f"bare {LAB_ENV_ID}, random actions"}
+    print(f"env steps/s, median of {args.rounds} interleaved rounds of {args.steps} steps (one torch thread):")
+    for name, values in rates.items():
+        rounds = ", ".join(f"{v:.0f}" for v in values)
+        print(f"  {labels[name]:<36} {medians[name]:8.0f}   ({1e6 / medians[name]:6.1f} µs/step)   rounds: {rounds}")
+    print(f"  ratio SoftUpdateDQN ÷ SB3 DQN: {medians['soft_dqn'] / medians['sb3_dqn']:.2f}×")
+    # F: what training costs per env step, in units of the simulator's own step
+    print(f"  overhead factor F = training µs/step ÷ bare env µs/step: {medians['bare_env'] / medians['soft_dqn']:.2f}")
+    if args.profile:
+        print(f"where SoftUpdateDQN's time goes (cProfile, {args.steps} steps, cumulative time shares):")
+        for part, share in profile_breakdown(args.steps).items():
+            print(f"  {part:<62} {100 * share:5.1f} %")
 
 
 def run_threads(args: argparse.Namespace) -> None:
@@ -368,6 +421,9 @@ def main(argv: list[str] | None = None) -> None:
     throughput = commands.add_parser("throughput", help="env steps/s, SoftUpdateDQN vs SB3 DQN, same settings")
     throughput.add_argument("--steps", type=int, default=20_000, help="env steps per run (default 20000)")
     throughput.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    throughput.add_argument(
+        "--no-profile", dest="profile", action="store_false", help="skip the cProfile breakdown of the training step"
+    )
     threads = commands.add_parser("threads", help="env steps/s beside a busy process: default vs one torch thread")
     threads.add_argument("--steps", type=int, default=3_000, help="env steps per run (default 3000)")
     threads.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
