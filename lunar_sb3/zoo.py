@@ -127,30 +127,37 @@ def check_hyperparameter_names(hyperparams: dict[str, Any], source: str) -> None
             _fail(f"unknown hyperparameter {key!r} in {source}{hint}")
 
 
-def _patch(method_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Replace ``ExperimentManager.<method_name>`` by a wrapper that only acts for ``--algo soft_dqn``.
+_PATCHES: dict[str, Callable[..., Any]] = {}
 
-    The wrapper receives the original method as its first argument. Idempotent: a second ``register()`` does
-    not wrap twice.
+
+def _patch(method_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Record a wrapper for ``ExperimentManager.<method_name>`` that acts only for ``--algo soft_dqn``.
+
+    The wrapper receives the original method as its first argument; :func:`register` installs it.
     """
 
     def decorate(wrapper: Callable[..., Any]) -> Callable[..., Any]:
-        manager = rl_zoo3.exp_manager.ExperimentManager
-        original = getattr(manager, method_name)
-        if getattr(original, "_lunar_sb3_wrapped", False):
-            return wrapper
-
-        @functools.wraps(original)
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if getattr(self, "algo", None) != ALGO_NAME:
-                return original(self, *args, **kwargs)
-            return wrapper(original, self, *args, **kwargs)
-
-        method._lunar_sb3_wrapped = True  # type: ignore[attr-defined]
-        setattr(manager, method_name, method)
+        _PATCHES[method_name] = wrapper
         return wrapper
 
     return decorate
+
+
+def _install_patch(method_name: str, wrapper: Callable[..., Any]) -> None:
+    """Wrap the method once (idempotent: a second ``register()`` does not wrap twice)."""
+    manager = rl_zoo3.exp_manager.ExperimentManager
+    original = getattr(manager, method_name)
+    if getattr(original, "_lunar_sb3_wrapped", False):
+        return
+
+    @functools.wraps(original)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "algo", None) != ALGO_NAME:
+            return original(self, *args, **kwargs)
+        return wrapper(original, self, *args, **kwargs)
+
+    method._lunar_sb3_wrapped = True  # type: ignore[attr-defined]
+    setattr(manager, method_name, method)
 
 
 def _patch_init() -> None:
@@ -310,6 +317,8 @@ def register() -> None:
     rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_soft_dqn_params
     rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_soft_dqn_params
     _patch_init()
+    for method_name, wrapper in _PATCHES.items():
+        _install_patch(method_name, wrapper)
 
 
 register()
