@@ -27,6 +27,8 @@ from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
+from lunar_sb3.soft_dqn import compiled
+
 if TYPE_CHECKING:
     from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
 
@@ -159,7 +161,7 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
         (isinstance(model.action_space, spaces.Discrete) and model.action_space.start == 0, "a shifted action space"),
         (type(model.policy) is DQNPolicy, f"the policy {type(model.policy).__name__}"),
         (type(q_net.features_extractor) is FlattenExtractor, "a custom features extractor"),
-        (LinearReluStack.supports(q_net.q_net), "a network that is not a Linear/ReLU stack"),
+        (LinearReluStack.supports(getattr(q_net, "q_net", None)), "a network that is not a Linear/ReLU stack"),
         (type(model.replay_buffer) is ReplayBuffer, f"the replay buffer {type(model.replay_buffer).__name__}"),
         (not model.optimize_memory_usage, "optimize_memory_usage=True"),
         (model.n_steps == 1, f"n_steps={model.n_steps}"),
@@ -178,6 +180,12 @@ class FastTrainer:
 
     def __init__(self, model: "SoftUpdateDQN") -> None:
         self.model = model
+        # Bound first: binding may make the parameters views of a flat buffer, which the NumPy views below must see
+        self.compiled = compiled.CompiledTrainer.for_model(model)
+        self._view_parameters()
+
+    def _view_parameters(self) -> None:
+        model = self.model
         self.q_net = LinearReluStack(model.policy.q_net.q_net)
         self.q_net_target = LinearReluStack(model.policy.q_net_target.q_net)
         self.parameters = list(model.policy.q_net.parameters())
@@ -186,12 +194,25 @@ class FastTrainer:
     def for_model(cls, model: "SoftUpdateDQN") -> "FastTrainer | None":
         return cls(model) if unsupported_reason(model) is None else None
 
-    def sample(self, batch_size: int) -> tuple[th.Tensor, ...]:
-        """A minibatch drawn with exactly the random calls of ``ReplayBuffer.sample``."""
+    @property
+    def gradient_step(self) -> str:
+        """How a gradient step is computed: ``"compiled"`` (Numba) or ``"torch"`` (and, if so, why)."""
+        if self.compiled is not None:
+            return "compiled"
+        return f"torch ({compiled.CompiledTrainer.unsupported_reason(self.model)})"
+
+    def _draw_indices(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Minibatch positions and env indices, with exactly the random calls of ``ReplayBuffer.sample``."""
         buffer = self.model.replay_buffer
         upper_bound = buffer.buffer_size if buffer.full else buffer.pos
         batch_inds = np.random.randint(0, upper_bound, size=batch_size)
         env_inds = np.random.randint(0, high=buffer.n_envs, size=(batch_size,))
+        return batch_inds, env_inds
+
+    def sample(self, batch_size: int) -> tuple[th.Tensor, ...]:
+        """A minibatch drawn with exactly the random calls of ``ReplayBuffer.sample``."""
+        buffer = self.model.replay_buffer
+        batch_inds, env_inds = self._draw_indices(batch_size)
         # Only terminations stop bootstrapping; time-limit truncations do not
         dones = buffer.dones[batch_inds, env_inds] * (1 - buffer.timeouts[batch_inds, env_inds])
         return (
@@ -202,9 +223,28 @@ class FastTrainer:
             th.from_numpy(buffer.rewards[batch_inds, env_inds].reshape(-1, 1)),
         )
 
-    @th.no_grad()
     def train(self, gradient_steps: int, batch_size: int) -> float:
         """Run ``gradient_steps`` steps and return the sum of their losses."""
+        if self.compiled is None:
+            return self._train_torch(gradient_steps, batch_size)
+        if self.compiled.ensure_bound():  # something replaced the bound tensors (e.g. a load): views renewed
+            self._view_parameters()
+        # All minibatches are drawn first, in the order SB3 draws them; then one compiled call trains on them
+        batch_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
+        env_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
+        for k in range(gradient_steps):
+            batch_inds[k], env_inds[k] = self._draw_indices(batch_size)
+        return self.compiled.train(batch_inds, env_inds)
+
+    def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) for a batch of observations (the rollout's exploit step)."""
+        if self.compiled is not None:
+            return self.compiled.greedy_actions(observations)
+        return self.q_net.greedy_actions(observations)
+
+    @th.no_grad()
+    def _train_torch(self, gradient_steps: int, batch_size: int) -> float:
+        """The gradient steps with torch kernels: the path when Numba is missing or switched off."""
         model = self.model
         loss_sum = 0.0
         for _ in range(gradient_steps):

@@ -19,10 +19,10 @@ from stable_baselines3.common.type_aliases import (
     TrainFreq,
 )
 from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy, MlpPolicy, MultiInputPolicy
 from torch.nn import functional as F
 
 from lunar_sb3.soft_dqn import fast_path, fast_rollout
+from lunar_sb3.soft_dqn.policies import CnnPolicy, DQNPolicy, DuelingDQNPolicy, MlpPolicy, MultiInputPolicy
 
 SelfSoftUpdateDQN = TypeVar("SelfSoftUpdateDQN", bound="SoftUpdateDQN")
 
@@ -68,6 +68,8 @@ class SoftUpdateDQN(DQN):
     :param exploration_final_eps: floor of ε (the lab: 0.01)
     :param loss: ``"mse"`` (the lab) or ``"huber"`` (SB3's smooth L1)
     :param double_q: use the online network's argmax and the target network's value in the TD target (Double DQN)
+    :param dueling: a dueling network (``DuelingDQNPolicy``): ``net_arch`` is the shared trunk, followed by a value
+        head V (→ 1) and an advantage head A (→ n_actions), Q = V + A − mean A
     :param max_grad_norm: clip the gradient norm to this value; ``None`` (the lab) does not clip
     :param use_fast_path: train on the hand-derived fast path where it computes exactly what autograd does
         (checked at every ``learn``; anything else falls back visibly); ``False`` always uses SB3's loop and autograd
@@ -82,6 +84,7 @@ class SoftUpdateDQN(DQN):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
+        "DuelingMlpPolicy": DuelingDQNPolicy,
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
@@ -110,6 +113,7 @@ class SoftUpdateDQN(DQN):
         exploration_final_eps: float = 0.01,
         loss: str = "mse",
         double_q: bool = False,
+        dueling: bool = False,
         max_grad_norm: float | None = None,
         use_fast_path: bool = True,
         stats_window_size: int = 100,
@@ -145,6 +149,14 @@ class SoftUpdateDQN(DQN):
             n_steps=n_steps,
         )
         self.use_fast_path = use_fast_path
+        if dueling and policy not in ("MlpPolicy", "DuelingMlpPolicy", MlpPolicy, DuelingDQNPolicy):
+            raise ValueError(
+                f"SoftUpdateDQN: dueling=True needs policy 'MlpPolicy' (got {policy!r}); "
+                "another features extractor can be given through policy_kwargs"
+            )
+        if dueling:
+            policy = DuelingDQNPolicy
+        self.dueling = isinstance(policy, type) and issubclass(policy, DuelingDQNPolicy) or policy == "DuelingMlpPolicy"
         self.exploration_schedule_name = exploration_schedule
         self.exploration_decay = exploration_decay
         self.loss = loss
