@@ -178,7 +178,12 @@ def _patch_init() -> None:
                 arguments["config"] = str(hyperparams_path())
             elif not Path(arguments["config"]).is_file() and arguments["config"].endswith((".yml", ".yaml")):
                 _fail(f"-conf {arguments['config']}: no such file")
-            _check_optuna_storage(arguments.get("storage"), arguments.get("study_name"), arguments.get("trial_id"))
+            _check_optuna_storage(
+                arguments.get("storage"),
+                arguments.get("study_name"),
+                arguments.get("trial_id"),
+                optimize=bool(arguments.get("optimize_hyperparameters")),
+            )
             args = arguments.get("args")
             # PyTorch's OpenMP threads spin-wait inside the tiny matrix products of a 64-64 network: on a busy
             # machine two threads run ~40x slower than one. One thread unless --num-threads says otherwise.
@@ -274,41 +279,55 @@ def _save_trained_model(original: Callable[..., Any], self: Any, model: Any) -> 
         print(progress.summary(model, Path(f"{self.save_path}/{self.env_name}.zip"), self.env_name.gym_id, solved))
 
 
-def _check_optuna_storage(storage: str | None, study_name: str | None, trial_id: int | None) -> None:
+def _without_password(url: str) -> str:
+    """A database URL fit for an error message: ``postgresql://user:***@host/db``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _check_optuna_storage(
+    storage: str | None, study_name: str | None, trial_id: int | None, optimize: bool = False
+) -> None:
     """Stop with a one-line message, before any training, when ``--storage``/``--study-name``/``--trial-id``
-    cannot work (Optuna would otherwise fail later with a bare ``KeyError`` or ``IsADirectoryError``)."""
+    cannot work (Optuna would otherwise fail later with a bare ``KeyError``, ``IsADirectoryError`` or a database
+    driver's traceback, or, for a study that minimizes, silently tune towards the worst return)."""
     if storage is None:
         if trial_id is not None:
             _fail(f"--trial-id {trial_id} needs --storage and --study-name")
         return
-    fail = _fail
-
-    if storage.endswith(".log"):  # a journal file, shared by the workers
+    shown = _without_password(storage)
+    is_journal = storage.endswith(".log")
+    if is_journal:  # a journal file, shared by the workers
         journal = Path(storage)
         if journal.is_dir():
-            fail(f"--storage {storage} is a directory; pass a journal file such as logs/study.log")
+            _fail(f"--storage {storage} is a directory; pass a journal file such as logs/study.log")
         if journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
-            fail(f"--storage {storage} is not readable and writable by this user")
+            _fail(f"--storage {storage} is not readable and writable by this user")
         if trial_id is not None and not journal.exists():
-            fail(f"--storage {storage} does not exist, so there is no trial {trial_id} to load")
-    if trial_id is None:
-        return
-    if study_name is None:
-        fail("--trial-id needs --study-name")
+            _fail(f"--storage {storage} does not exist, so there is no trial {trial_id} to load")
+        if not journal.exists():
+            return  # the first worker creates it
+    if trial_id is not None and study_name is None:
+        _fail("--trial-id needs --study-name")
     backend = (
-        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
-        if storage.endswith(".log")
-        else storage
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage)) if is_journal else storage
     )
     try:
-        names = optuna.get_all_study_names(storage=backend)
+        summaries = {summary.study_name: summary for summary in optuna.get_all_study_summaries(storage=backend)}
     except Exception as error:
-        fail(f"cannot read the Optuna storage {storage} ({type(error).__name__}: {error})")
-    if study_name not in names:
-        fail(f"no study named {study_name!r} in {storage}; it holds: {', '.join(names) or 'no study'}")
+        message = _without_password(f"{type(error).__name__}: {error}".splitlines()[0])
+        _fail(f"cannot read the Optuna storage {shown} ({message})")
+    if optimize and study_name in summaries and summaries[study_name].direction != optuna.study.StudyDirection.MAXIMIZE:
+        _fail(
+            f"study {study_name!r} in {shown} minimizes, but rl-zoo3 reports returns to maximize; "
+            "create it with `optuna create-study ... --direction maximize`"
+        )
+    if trial_id is None:
+        return
+    if study_name not in summaries:
+        _fail(f"no study named {study_name!r} in {shown}; it holds: {', '.join(summaries) or 'no study'}")
     trials = optuna.load_study(study_name=study_name, storage=backend).trials
     if not 0 <= trial_id < len(trials):
-        fail(f"study {study_name!r} has trials 0..{len(trials) - 1}, not {trial_id}")
+        _fail(f"study {study_name!r} has trials 0..{len(trials) - 1}, not {trial_id}")
 
 
 def register() -> None:

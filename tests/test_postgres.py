@@ -110,3 +110,11 @@ def test_unknown_study_on_postgres_gives_a_clear_error(tmp_path):
     result = subprocess.run([*ZOO, *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode != 0
     assert "no study named 'no_such_study'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_wrong_password_is_one_line_without_the_password(tmp_path):
+    wrong = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1not-the-password@", URL)
+    args = ["-optimize", "--n-trials", "1", "-n", "100", "--storage", wrong, "--study-name", "s", "-f", "bad"]
+    result = subprocess.run([*ZOO, *args], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "cannot read the Optuna storage" in result.stderr and "not-the-password" not in result.stderr

@@ -226,3 +226,25 @@ def test_optimize_leaves_no_empty_run_folder_for_enjoy_to_pick(tmp_path):
     enjoy = _zoo("enjoy", "-f", "logs", "--no-render", "-n", "50", cwd=tmp_path)
     assert enjoy.returncode == 0, enjoy.stderr[-2000:]
     assert "logs/soft_dqn/LunarLander-v2_1/LunarLander-v2.zip" in enjoy.stdout  # the training run's model
+
+
+def test_optimizing_a_study_that_minimizes_is_refused(tmp_path):
+    """rl-zoo3 loads an existing study without checking its direction: it would tune towards the worst return."""
+    storage = tmp_path / "study.log"
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage)))
+    optuna.create_study(study_name="s", storage=backend)  # optuna's default direction: minimize
+    result = _zoo(
+        "train",
+        "-optimize",
+        "--n-trials",
+        "1",
+        "-n",
+        "100",
+        "--storage",
+        str(storage),
+        "--study-name",
+        "s",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "study 's' in" in result.stderr and "--direction maximize" in result.stderr
