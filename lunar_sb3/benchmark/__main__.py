@@ -1,0 +1,3 @@
+from lunar_sb3.benchmark.cli import main
+
+main()
