@@ -23,6 +23,11 @@ from torch.nn import functional as F
 
 from lunar_sb3.soft_dqn import fast_path, fast_rollout
 from lunar_sb3.soft_dqn.policies import CnnPolicy, DQNPolicy, DuelingDQNPolicy, MlpPolicy, MultiInputPolicy
+from lunar_sb3.soft_dqn.prioritized import (
+    PrioritizedNStepReplayBuffer,
+    PrioritizedReplayBuffer,
+    PrioritizedReplayBufferSamples,
+)
 
 SelfSoftUpdateDQN = TypeVar("SelfSoftUpdateDQN", bound="SoftUpdateDQN")
 
@@ -70,6 +75,13 @@ class SoftUpdateDQN(DQN):
     :param double_q: use the online network's argmax and the target network's value in the TD target (Double DQN)
     :param dueling: a dueling network (``DuelingDQNPolicy``): ``net_arch`` is the shared trunk, followed by a value
         head V (→ 1) and an advantage head A (→ n_actions), Q = V + A − mean A
+    :param prioritized_replay: proportional prioritized replay (Schaul et al. 2016,
+        https://arxiv.org/abs/1511.05952): transitions are replayed with probability ∝ (|δ| + ε)^α, the loss is
+        weighted by importance-sampling weights (N·P(i))^−β / max, and priorities are set to |δ| + ε after every
+        gradient step (``PrioritizedReplayBuffer``; with ``n_steps > 1``, prioritized n-step replay)
+    :param priority_alpha: α, how strongly priorities shape sampling (0: uniform); 0.6 as in the paper
+    :param priority_beta0: β at the start of training, annealed linearly to 1 (full correction) at its end; 0.4
+    :param priority_epsilon: ε added to |δ| so that no transition becomes unreachable
     :param max_grad_norm: clip the gradient norm to this value; ``None`` (the lab) does not clip
     :param use_fast_path: train on the hand-derived fast path where it computes exactly what autograd does
         (checked at every ``learn``; anything else falls back visibly); ``False`` always uses SB3's loop and autograd
@@ -114,6 +126,10 @@ class SoftUpdateDQN(DQN):
         loss: str = "mse",
         double_q: bool = False,
         dueling: bool = False,
+        prioritized_replay: bool = False,
+        priority_alpha: float = 0.6,
+        priority_beta0: float = 0.4,
+        priority_epsilon: float = 1e-6,
         max_grad_norm: float | None = None,
         use_fast_path: bool = True,
         stats_window_size: int = 100,
@@ -156,6 +172,25 @@ class SoftUpdateDQN(DQN):
             )
         if dueling:
             policy = DuelingDQNPolicy
+        self.prioritized_replay = prioritized_replay
+        self.priority_beta0 = priority_beta0
+        if prioritized_replay:
+            if replay_buffer_class is not None:
+                raise ValueError(
+                    f"SoftUpdateDQN: prioritized_replay=True brings its own replay buffer; "
+                    f"replay_buffer_class={replay_buffer_class.__name__} cannot be used with it"
+                )
+            if not 0 <= priority_beta0 <= 1:
+                raise ValueError(f"SoftUpdateDQN: priority_beta0={priority_beta0!r} is invalid; it must be in [0, 1]")
+            replay_buffer_class = PrioritizedNStepReplayBuffer if n_steps > 1 else PrioritizedReplayBuffer
+            n_step_kwargs = {"n_steps": n_steps, "gamma": gamma} if n_steps > 1 else {}
+            replay_buffer_kwargs = {
+                **(replay_buffer_kwargs or {}),
+                "alpha": priority_alpha,
+                "beta": priority_beta0,
+                "priority_epsilon": priority_epsilon,
+                **n_step_kwargs,
+            }
         self.dueling = isinstance(policy, type) and issubclass(policy, DuelingDQNPolicy) or policy == "DuelingMlpPolicy"
         self.exploration_schedule_name = exploration_schedule
         self.exploration_decay = exploration_decay
@@ -204,6 +239,10 @@ class SoftUpdateDQN(DQN):
         with warnings.catch_warnings():
             # DQN warns that n_envs > C updates the target once per vec-env step; here C counts transitions
             warnings.filterwarnings("ignore", message="The number of environments used is greater than the target")
+            # prioritized n-step replay passes n_steps and gamma to its buffer itself
+            warnings.filterwarnings(
+                "ignore", message=r"`n_steps=\d+` is ignored because a custom `replay_buffer_class`"
+            )
             super()._setup_model()
         self._use_fused_adam()
         self.exploration_rate = self._scheduled_exploration_rate()
@@ -335,6 +374,11 @@ class SoftUpdateDQN(DQN):
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self._update_learning_rate(self.policy.optimizer)
+        if isinstance(self.replay_buffer, PrioritizedReplayBuffer):
+            # β annealed linearly from priority_beta0 to 1 over training: full correction by the end
+            self.replay_buffer.beta = self.priority_beta0 + (1.0 - self.priority_beta0) * (
+                1.0 - self._current_progress_remaining
+            )
         if self._fast_trainer is not None:  # allow-listed at learn start; a Linear/ReLU stack has no train mode
             loss_sum = self._fast_trainer.train(gradient_steps, batch_size)
         else:
@@ -347,19 +391,28 @@ class SoftUpdateDQN(DQN):
 
     def td_loss(self, batch: ReplayBufferSamples) -> th.Tensor:
         """MSE (or Huber) between Q(s, a) and the TD target, averaged over the minibatch."""
+        return self.td_loss_and_errors(batch)[0]
+
+    def td_loss_and_errors(self, batch: ReplayBufferSamples) -> tuple[th.Tensor, th.Tensor]:
+        """The loss and the TD errors δ = Q(s, a) − y (what prioritized replay turns into priorities)."""
         # n-step replay stores γⁿ per sample (shorter at episode ends); 1-step uses γ
         discounts = batch.discounts if batch.discounts is not None else self.gamma
         target_q = self.td_target(batch.rewards, batch.next_observations, batch.dones, discounts)
         # Q(s, a) for the actions that were taken
         current_q = self.q_net(batch.observations).gather(1, batch.actions.long())
-        return LOSSES[self.loss](current_q, target_q)
+        weights = getattr(batch, "weights", None)
+        if weights is None:
+            loss = LOSSES[self.loss](current_q, target_q)
+        else:  # prioritized replay: mean of w_i · loss_i, the importance-sampling correction
+            loss = (weights * LOSSES[self.loss](current_q, target_q, reduction="none")).mean()
+        return loss, (current_q - target_q).detach()
 
     def _train_general(self, gradient_steps: int, batch_size: int) -> float:
         """The plain autograd path: works for any policy, replay buffer and optimizer."""
         loss_sum = th.zeros((), device=self.device)
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            loss = self.td_loss(batch)
+            loss, td_errors = self.td_loss_and_errors(batch)
             loss_sum += loss.detach()
 
             self.policy.optimizer.zero_grad()
@@ -367,6 +420,8 @@ class SoftUpdateDQN(DQN):
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
+            if isinstance(batch, PrioritizedReplayBufferSamples):  # new priority |δ| + ε for what was replayed
+                self.replay_buffer.update_priorities(batch.indices, td_errors)  # type: ignore[union-attr]
         return float(loss_sum)
 
 
