@@ -51,13 +51,23 @@ AGENTS: dict[str, tuple[type, dict[str, Any] | str]] = {
     "soft_dqn_tuned": (SoftUpdateDQN, "soft_dqn_tuned.yml"),
     "sb3_dqn": (DQN, SB3_LAB),
     "sb3_dqn_zoo": (DQN, SB3_ZOO_TUNED),
+    # Rainbow-lite ablation: each component alone on the lab's defaults, then all of them together
+    "double": (SoftUpdateDQN, dict(double_q=True)),
+    "dueling": (SoftUpdateDQN, dict(dueling=True)),
+    "prioritized": (SoftUpdateDQN, dict(prioritized_replay=True)),
+    "nstep3": (SoftUpdateDQN, dict(n_steps=3)),
+    "rainbow_lite": (SoftUpdateDQN, dict(double_q=True, dueling=True, prioritized_replay=True, n_steps=3)),
 }
-"""What ``solve`` writes into ``--out``."""
 LABELS = {
     "soft_dqn": "SoftUpdateDQN (defaults)",
     "soft_dqn_tuned": "SoftUpdateDQN (tuned preset)",
     "sb3_dqn": "SB3 DQN, lab settings",
     "sb3_dqn_zoo": "SB3 DQN, rl-zoo3 tuned",
+    "double": "+ Double DQN",
+    "dueling": "+ dueling",
+    "prioritized": "+ prioritized replay",
+    "nstep3": "+ 3-step returns",
+    "rainbow_lite": "rainbow-lite (all four)",
 }
 
 

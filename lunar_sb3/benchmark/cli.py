@@ -3,7 +3,9 @@
 import argparse
 
 from lunar_sb3.benchmark import __doc__ as BENCHMARK_DOC
+from lunar_sb3.benchmark.ablation import ABLATION_AGENTS, ABLATION_FILES, run_ablation
 from lunar_sb3.benchmark.agents import AGENTS
+from lunar_sb3.benchmark.robust import add_robust_parser, check_robust_args, run_robust
 from lunar_sb3.benchmark.solve import SOLVE_FILES, run_solve
 from lunar_sb3.benchmark.speed import run_threads, run_throughput, run_zoo
 from lunar_sb3.outputs import (
@@ -21,14 +23,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     solve = commands.add_parser("solve", help="train K seeds per agent to 'solved', evaluate, plot")
-    solve.add_argument("--seeds", type=int, default=5, help="seeds per agent (default 5)")
-    solve.add_argument("--seed0", type=int, default=0, help="first seed")
-    solve.add_argument("--agents", nargs="+", choices=list(AGENTS), default=["soft_dqn", "sb3_dqn"])
-    solve.add_argument("--max-steps", type=int, default=1_500_000, help="step cap per run")
-    solve.add_argument("--eval-episodes", type=int, default=100)
-    solve.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
-    solve.add_argument("--out", default="benchmark_results", help="folder for solve.json, solve.md, the PNG")
-    solve.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, proves nothing")
+    ablation = commands.add_parser(
+        "ablation", help="lab defaults vs each Rainbow-lite component and all: IQM, 95 %% CIs, P(improvement)"
+    )
+    for training, agents in ((solve, ["soft_dqn", "sb3_dqn"]), (ablation, ABLATION_AGENTS)):
+        training.add_argument("--seeds", type=int, default=5, help="seeds per agent (default 5)")
+        training.add_argument("--seed0", type=int, default=0, help="first seed")
+        training.add_argument("--agents", nargs="+", choices=list(AGENTS), default=agents)
+        training.add_argument("--max-steps", type=int, default=1_500_000, help="step cap per run")
+        training.add_argument("--eval-episodes", type=int, default=100)
+        training.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
+        training.add_argument("--out", default="benchmark_results", help="folder for the results")
+        training.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, proves nothing")
     throughput = commands.add_parser("throughput", help="env steps/s, SoftUpdateDQN vs SB3 DQN, same settings")
     throughput.add_argument("--steps", type=int, default=20_000, help="env steps per run (default 20000)")
     throughput.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
@@ -41,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     zoo = commands.add_parser("zoo", help="env steps/s through rl_zoo3.train, soft_dqn vs dqn (lab settings)")
     zoo.add_argument("--steps", type=int, default=30_000, help="env steps per run (default 30000)")
     zoo.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    add_robust_parser(commands)
     args = parser.parse_args(argv)
     command = commands.choices[args.command]  # its errors name the subcommand: "... benchmark solve: error: ..."
-    if args.command == "solve":
+    if args.command in ("solve", "ablation"):
         if args.quick:
             args.seeds, args.max_steps, args.eval_episodes = min(args.seeds, 2), 2_000, 2
         for option in ("seeds", "max_steps", "eval_episodes", "jobs"):
@@ -51,10 +58,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.seed0 < 0:
             command.error(f"--seed0 must be >= 0 (seeds are non-negative), got {args.seed0}")
         try:
-            check_writable_folder(args.out, SOLVE_FILES)  # before hours of training, not after
-        except OutputError as error:
+            check_writable_folder(args.out, ABLATION_FILES if args.command == "ablation" else SOLVE_FILES)
+        except OutputError as error:  # checked before hours of training, not after
             command.error(str(error))
-        run_solve(args)
+        if args.command == "ablation":
+            run_ablation(args)
+        else:
+            run_solve(args)
+    elif args.command == "robust":
+        check_robust_args(command, args)
+        run_robust(args)
     else:
         for option in ("steps", "rounds"):
             _require_positive(command, args, option)

@@ -50,7 +50,7 @@ def solve_run(agent: str, seed: int, max_steps: int, eval_episodes: int) -> dict
     }
 
 
-def run_solve(args: argparse.Namespace) -> None:
+def run_solve(args: argparse.Namespace) -> list[dict[str, Any]]:
     jobs = [(agent, seed) for seed in range(args.seed0, args.seed0 + args.seeds) for agent in args.agents]
     results = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -76,6 +76,7 @@ def run_solve(args: argparse.Namespace) -> None:
         sys.exit(f"python -m lunar_sb3.benchmark solve: error: cannot write the results into {out}: {error}")
     print(table)
     print(f"\nwrote {out / 'solve.json'}, {out / 'solve.md'}, {out / 'learning_curves.png'}")
+    return results
 
 
 def _median_min_max(values: list[float], fmt: str = "{:.0f}") -> str:

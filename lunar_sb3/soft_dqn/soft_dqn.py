@@ -373,9 +373,9 @@ class SoftUpdateDQN(DQN):
         self._update_learning_rate(self.policy.optimizer)
         if isinstance(self.replay_buffer, PrioritizedReplayBuffer):
             # β annealed linearly from priority_beta0 to 1 over training: full correction by the end
-            self.replay_buffer.beta = self.priority_beta0 + (1.0 - self.priority_beta0) * (
-                1.0 - self._current_progress_remaining
-            )
+            # (progress can pass the end by one vec-env step, hence the clip)
+            elapsed = min(1.0, 1.0 - self._current_progress_remaining)
+            self.replay_buffer.beta = self.priority_beta0 + (1.0 - self.priority_beta0) * elapsed
         if self._fast_trainer is not None:  # allow-listed at learn start; a Linear/ReLU stack has no train mode
             loss_sum = self._fast_trainer.train(gradient_steps, batch_size)
         else:

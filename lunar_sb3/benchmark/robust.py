@@ -1,0 +1,302 @@
+"""``robust``: train K seeds with a preset through ``rl_zoo3.train``, as a user would, and test what they land.
+
+Each seed is one ``python -m rl_zoo3.train --algo soft_dqn --env LunarLander-v2 -conf <conf> --seed S
+-f <out>/logs/seed_S --eval-freq -1 --num-threads 1`` subprocess (its own log folder, so parallel runs never race
+for a run number; ``--eval-freq -1`` because the preset's ``LandingEvalCallback`` does the evaluating). Then the
+model ``--load-best`` would show (the run's ``best_model.zip``, else the final model) plays ``--eval-episodes``
+greedy episodes on seeds 50,000 + 1,000·S + i, which no selection saw: the preset's ``LandingEvalCallback`` picks
+the best model on seeds 20,000 + i (i < 30), so the test episodes are disjoint from the selection's for any seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from tqdm import tqdm
+
+from lunar_sb3.envs import LAB_ENV_ID
+from lunar_sb3.evaluate import evaluate_model, load_model
+from lunar_sb3.landing import OUTCOMES
+from lunar_sb3.outputs import RUN_NAME, write_text_atomic
+from lunar_sb3.pictures import outcome_chart
+from lunar_sb3.robust import BEST_MODEL_FILE, HISTORY_FILE
+
+ROBUST_FILES = ("robust.json", "robust.md", "robust_outcomes.png")
+"""What ``robust`` writes into ``--out`` (beside ``logs/``, the zoo's run folders)."""
+TEST_SEED_BASE, TEST_SEED_STRIDE = 50_000, 1_000
+"""Final-test episode i of training seed S is reset with seed 50,000 + 1,000·S + i (i < 1,000)."""
+MAX_EVAL_EPISODES = TEST_SEED_STRIDE
+QUICK_CALLBACK = "[{'lunar_sb3.LandingEvalCallback': {'eval_freq': 1000, 'n_eval_episodes': 2}}]"
+"""``--quick``: evaluate every 1,000 steps on 2 episodes, so that a 2,000-step run has a best model."""
+SHORT_NAMES = {
+    "landed": "landed",
+    "landed_off_pad": "off pad",
+    "crashed": "crashed",
+    "out_of_bounds": "out",
+    "timeout": "timeout",
+}
+
+
+def add_robust_parser(commands: Any) -> argparse.ArgumentParser:
+    """The ``robust`` subcommand's options (``commands``: the benchmark's ``add_subparsers`` object)."""
+    robust = commands.add_parser(
+        "robust", help="train K seeds with a robust-lander preset via rl_zoo3.train, test them"
+    )
+    robust.add_argument("--seeds", type=int, default=5, help="training seeds (default 5)")
+    robust.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
+    robust.add_argument("--conf", help="hyperparameter YAML for rl_zoo3.train -conf (default: soft_dqn_robust.yml)")
+    robust.add_argument("--max-steps", type=int, help="step cap per run, rl_zoo3.train -n (default: the YAML's)")
+    robust.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=100,
+        help=f"test episodes per seed, on seeds {TEST_SEED_BASE} + {TEST_SEED_STRIDE}·seed + i (default 100)",
+    )
+    robust.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
+    robust.add_argument("--out", default="results/robust", help="folder for robust.json, robust.md, the PNG, logs/")
+    robust.add_argument(
+        "--quick", action="store_true", help="tiny budgets (-n 2000, 2 test episodes): checks the pipeline only"
+    )
+    return robust
+
+
+def check_robust_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One-line usage errors (exit status 2) before any training; fills in the defaults of ``--conf`` / ``--quick``."""
+    from lunar_sb3.outputs import OutputError, check_writable_folder
+    from lunar_sb3.zoo import hyperparams_path
+
+    if args.quick:
+        args.max_steps, args.eval_episodes = 2_000, 2
+    for option in ("seeds", "eval_episodes", "jobs") + (("max_steps",) if args.max_steps is not None else ()):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    if args.seed0 < 0:
+        parser.error(f"--seed0 must be >= 0 (seeds are non-negative), got {args.seed0}")
+    if args.eval_episodes > MAX_EVAL_EPISODES:
+        parser.error(
+            f"--eval-episodes must be <= {MAX_EVAL_EPISODES} (seed S tests on {TEST_SEED_BASE} + "
+            f"{TEST_SEED_STRIDE}·S + i; more would overlap the next seed's episodes), got {args.eval_episodes}"
+        )
+    args.conf = args.conf or str(hyperparams_path("soft_dqn_robust.yml"))
+    if not Path(args.conf).is_file():
+        parser.error(f"--conf {args.conf}: no such file")
+    try:
+        check_writable_folder(args.out, ROBUST_FILES)  # before hours of training, not after
+    except OutputError as error:
+        parser.error(str(error))
+
+
+def first_test_seed(seed: int) -> int:
+    """The reset seed of final-test episode 0 for training seed ``seed``."""
+    return TEST_SEED_BASE + TEST_SEED_STRIDE * seed
+
+
+def train_command(conf: Path, seed: int, log_folder: Path, max_steps: int | None, quick: bool) -> list[str]:
+    """The ``rl_zoo3.train`` command line of one seed, exactly as a user would type it."""
+    command = [
+        sys.executable, "-m", "rl_zoo3.train", "--algo", "soft_dqn", "--env", LAB_ENV_ID, "-conf", str(conf),
+        "--seed", str(seed), "-f", str(log_folder), "--eval-freq", "-1", "--num-threads", "1",
+    ]  # fmt: skip
+    if max_steps is not None:
+        command += ["-n", str(max_steps)]
+    if quick:
+        command += ["-params", f"callback:{QUICK_CALLBACK}"]
+    return command
+
+
+def newest_run(log_folder: Path) -> Path | None:
+    """The run folder ``<log_folder>/soft_dqn/LunarLander-v2_<N>`` with the largest N (the one just trained)."""
+    algo_folder = log_folder / "soft_dqn"
+    runs = []
+    for candidate in algo_folder.glob(f"{LAB_ENV_ID}_*"):
+        match = RUN_NAME.fullmatch(candidate.name)
+        if match and match["env_id"] == LAB_ENV_ID and candidate.is_dir():
+            runs.append((int(match["run_id"]), candidate))
+    return max(runs)[1] if runs else None
+
+
+def robust_run(
+    seed: int, conf: Path, out: Path, max_steps: int | None, eval_episodes: int, quick: bool
+) -> dict[str, Any]:
+    """Train one seed in a zoo subprocess (wall time measured around it), then test its best (else final) model."""
+    th.set_num_threads(1)
+    log_folder = out / "logs" / f"seed_{seed}"
+    log_folder.mkdir(parents=True, exist_ok=True)
+    command = train_command(conf, seed, log_folder, max_steps, quick)
+    environment = {**os.environ, "MPLBACKEND": "Agg", "SDL_VIDEODRIVER": "dummy"}
+    start = time.perf_counter()
+    with open(log_folder / "train.log", "w", encoding="utf-8") as log:
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    seconds = time.perf_counter() - start
+    record: dict[str, Any] = {"seed": seed, "command": " ".join(command), "wall_seconds": round(seconds, 1)}
+    run = newest_run(log_folder)
+    final = None if run is None else run / f"{LAB_ENV_ID}.zip"
+    if finished.returncode != 0 or final is None or not final.is_file():
+        tail = (log_folder / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        return {**record, "error": f"training exited with {finished.returncode}: {' | '.join(tail)}"}
+    best = run / BEST_MODEL_FILE
+    tested = best if best.is_file() else final
+    final_model = load_model(final)
+    history = _read_history(run / HISTORY_FILE)
+    model = final_model if tested == final else load_model(tested)
+    result = evaluate_model(model, LAB_ENV_ID, n_episodes=eval_episodes, seed=first_test_seed(seed))
+    returns = result["episodes"]["returns"]
+    return {
+        **record,
+        "run": str(run),
+        "model": tested.name,
+        "steps": int(final_model.num_timesteps),
+        "episodes": int(getattr(final_model, "finished_episodes", 0)),
+        "bar_met_at": history.get("bar_met_at"),
+        "best_at": (history.get("best") or {}).get("timesteps"),
+        "selection_evaluations": len(history.get("evaluations", [])),
+        "test_seeds": [first_test_seed(seed), first_test_seed(seed) + eval_episodes - 1],
+        "evaluation": {**result["summary"], "return_min": float(min(returns))},
+        "returns": [round(r, 2) for r in returns],
+    }
+
+
+def _read_history(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def run_robust(args: argparse.Namespace) -> None:
+    """``python -m lunar_sb3.benchmark robust``: train, test, write robust.json / robust.md / robust_outcomes.png."""
+    out = Path(args.out).absolute()
+    conf = Path(args.conf).absolute()
+    seeds = list(range(args.seed0, args.seed0 + args.seeds))
+    out.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [
+            pool.submit(robust_run, seed, conf, out, args.max_steps, args.eval_episodes, args.quick) for seed in seeds
+        ]
+        runs = [future.result() for future in tqdm(futures, desc="training runs", unit="run")]
+    meta = {
+        "command": "python -m lunar_sb3.benchmark " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "conf": str(conf),
+        "cpu_count": os.cpu_count(),
+        "jobs": args.jobs,
+        "eval_episodes": args.eval_episodes,
+        "test_seeds": f"{TEST_SEED_BASE} + {TEST_SEED_STRIDE}·seed + i, i < {args.eval_episodes}",
+        "quick": bool(args.quick),
+    }
+    table = robust_table(runs)
+    done = [r for r in runs if "error" not in r]
+    try:  # checked before training, but the disk may have filled up or the folder vanished since
+        write_text_atomic(
+            out / "robust.json", json.dumps({"meta": meta, "aggregate": aggregate(runs), "runs": runs}, indent=1) + "\n"
+        )
+        write_text_atomic(out / "robust.md", table + "\n")
+        if done:
+            chart = {f"seed {r['seed']}": r["evaluation"] for r in done}
+            if len(done) > 1:
+                chart["all seeds"] = [r["evaluation"] for r in done]
+            outcome_chart(chart, out / "robust_outcomes.png", title=f"{conf.name}: greedy test episodes per seed")
+    except OSError as error:
+        print(table)
+        sys.exit(f"python -m lunar_sb3.benchmark robust: error: cannot write the results into {out}: {error}")
+    print(table)
+    print(f"\nwrote {out / 'robust.json'}, {out / 'robust.md'}" + (f", {out / 'robust_outcomes.png'}" if done else ""))
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        sys.exit(
+            f"python -m lunar_sb3.benchmark robust: error: {len(failed)} of {len(runs)} training runs failed "
+            f"(see {out / 'logs'}/seed_<S>/train.log): " + "; ".join(f"seed {r['seed']}: {r['error']}" for r in failed)
+        )
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Over the seeds that trained: pooled episodes (each seed has as many), per-seed means, medians of costs."""
+    done = [r for r in runs if "error" not in r]
+    if not done:
+        return None
+    returns = np.concatenate([r["returns"] for r in done])
+    means = [r["evaluation"]["return_mean"] for r in done]
+    evaluations = [r["evaluation"] for r in done]
+    return {
+        "seeds": len(done),
+        "episodes": int(returns.size),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "seed_return_mean": float(np.mean(means)),
+        "seed_return_mean_std": float(np.std(means)),
+        "solved_share": float(np.mean(returns >= 200)),
+        "return_min": float(returns.min()),
+        "outcome_shares": {name: float(np.mean([e["outcome_shares"][name] for e in evaluations])) for name in OUTCOMES},
+        "main_engine_fires_mean": float(np.mean([e["main_engine_fires_mean"] for e in evaluations])),
+        "side_engine_fires_mean": float(np.mean([e["side_engine_fires_mean"] for e in evaluations])),
+        "wall_seconds_median": float(statistics.median(r["wall_seconds"] for r in done)),
+        "steps_median": float(statistics.median(r["steps"] for r in done)),
+        "bar_met": sum(r["bar_met_at"] is not None for r in done),
+    }
+
+
+def robust_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per seed and one for all seeds (pooled test episodes)."""
+    outcome_columns = " | ".join(SHORT_NAMES[name] for name in OUTCOMES)
+    rows = [
+        f"| seed | model tested | env steps trained | bar met at | wall s | return mean ± std | ≥ 200 | worst "
+        f"| {outcome_columns} | main / side fires |",
+        "|" + "---|" * (8 + len(OUTCOMES) + 1),
+    ]
+    for r in runs:
+        if "error" in r:
+            rows.append(f"| {r['seed']} | training failed: {r['error'][:80]} |")
+            continue
+        rows.append(
+            _row(
+                str(r["seed"]),
+                r["model"],
+                f"{r['steps']:,}",
+                _steps(r["bar_met_at"]),
+                f"{r['wall_seconds']:.0f}",
+                r["evaluation"],
+            )
+        )
+    total = aggregate(runs)
+    if total is not None and total["seeds"] > 1:
+        rows.append(
+            _row(
+                f"all ({total['seeds']})",
+                "",
+                f"{total['steps_median']:,.0f} (median)",
+                f"{total['bar_met']}/{total['seeds']}",
+                f"{total['wall_seconds_median']:.0f} (median)",
+                total,
+            )
+        )
+        rows.append("")
+        rows.append(
+            f"Per-seed mean return: {total['seed_return_mean']:.1f} "
+            f"± {total['seed_return_mean_std']:.1f} (mean ± std over {total['seeds']} seeds); "
+            f"{total['episodes']} test episodes in all."
+        )
+    return "\n".join(rows)
+
+
+def _row(seed: str, model: str, steps: str, bar: str, seconds: str, e: dict[str, Any]) -> str:
+    shares = " | ".join(f"{100 * e['outcome_shares'][name]:.0f} %" for name in OUTCOMES)
+    return (
+        f"| {seed} | {model} | {steps} | {bar} | {seconds} | {e['return_mean']:.1f} ± {e['return_std']:.1f} "
+        f"| {100 * e['solved_share']:.0f} % | {e['return_min']:.0f} | {shares} "
+        f"| {e['main_engine_fires_mean']:.0f} / {e['side_engine_fires_mean']:.0f} |"
+    )
+
+
+def _steps(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
