@@ -100,3 +100,43 @@ def test_plot_learning_curve_from_monitor_files(tmp_path):
 def test_benchmark_rejects_bad_input(tmp_path, argv):
     result = run("-m", "lunar_sb3.benchmark", *argv, cwd=tmp_path)
     assert result.returncode == 2 and "error" in result.stderr and "Traceback" not in result.stderr
+
+
+def _fake_run(agent: str, seed: int, steps: int, solved: bool = True) -> dict:
+    shares = {name: 0.0 for name in ("landed", "landed_off_pad", "crashed", "out_of_bounds", "timeout")}
+    return {
+        "agent": agent,
+        "seed": seed,
+        "solved": solved,
+        "episodes": 10,
+        "steps": steps,
+        "seconds": steps / 1000,
+        "steps_per_second": 1000.0,
+        "evaluation": {"return_mean": 100.0 + seed, "solved_share": 0.5, "outcome_shares": {**shares, "landed": 0.5}},
+        "curve": {"returns": [0.0, 100.0, 200.0], "timesteps": [10, 20, steps]},
+    }
+
+
+def test_ablation_table_reports_iqm_intervals_and_probability_of_improvement():
+    from lunar_sb3.benchmark.ablation import ablation_table, per_seed
+
+    results = [_fake_run("soft_dqn", s, x) for s, x in enumerate([100_000, 200_000, 300_000, 400_000, 900_000])]
+    results += [_fake_run("double", s, x) for s, x in enumerate([10_000, 20_000, 30_000, 40_000, 50_000])]
+    results.append({**_fake_run("double", 5, 5_000), "solved": False})  # an unsolved run counts its budget
+    assert per_seed(results, "double", max_steps=1_000_000)["steps"][-1] == 1_000_000
+    table = ablation_table(results, ["soft_dqn", "double"], max_steps=1_000_000)
+    defaults, double = table.splitlines()[2:]
+    # IQM of five values: the mean of the middle three (25 % trimmed at each end)
+    assert "| 5/5 | 300,000 [" in defaults and "| — |" in defaults
+    assert "| 5/6 | 35,000 [" in double  # IQM of 10k..50k and 1M: mean of 20k, 30k, 40k, 50k
+    assert "| 0.83 [" in double  # P(fewer steps): 25 of the 30 pairs (1M loses to every defaults run)
+
+
+def test_ablation_quick_writes_its_files(tmp_path):
+    out = tmp_path / "ablation"
+    args = ("ablation", "--quick", "--seeds", "2", "--agents", "soft_dqn", "rainbow_lite", "--out", str(out))
+    result = run("-m", "lunar_sb3.benchmark", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("solve.json", "ablation.md", "ablation_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "rainbow-lite (all four)" in (out / "ablation.md").read_text()
