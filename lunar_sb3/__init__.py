@@ -3,9 +3,10 @@
 from lunar_sb3.callbacks import StopTrainingOnSolved
 from lunar_sb3.envs import register_lunar_lander_v2
 from lunar_sb3.landing import OUTCOMES, LandingOutcome
+from lunar_sb3.robust import LandingEvalCallback
 from lunar_sb3.soft_dqn import SoftUpdateDQN
 from lunar_sb3.version import __version__
 
 register_lunar_lander_v2()
 
-__all__ = ["OUTCOMES", "LandingOutcome", "SoftUpdateDQN", "StopTrainingOnSolved", "__version__"]
+__all__ = ["OUTCOMES", "LandingEvalCallback", "LandingOutcome", "SoftUpdateDQN", "StopTrainingOnSolved", "__version__"]

@@ -3,6 +3,7 @@
 ``python -m lunar_sb3.evaluate MODEL.zip [--env LunarLander-v2] [-n 100] [--seed S] [--json out.json]``
 ``python -m lunar_sb3.evaluate logs/soft_dqn/LunarLander-v2_1``  (an rl-zoo3 run folder: writes evaluation.json there)
 ``python -m lunar_sb3.evaluate -f logs --algo soft_dqn --exp-id 0``  (rl-zoo3's way to name a run; 0: the latest)
+``python -m lunar_sb3.evaluate MODEL.zip --chart outcomes.png --gif landings.gif``  (pictures, ``lunar_sb3.pictures``)
 
 The mean return says whether a model is good; the outcome shares (from ``LandingOutcome``) say *why* it is not:
 crashing, drifting off screen, hovering until the time limit or landing beside the pad need different fixes.
@@ -43,6 +44,7 @@ from lunar_sb3.outputs import (
     model_of_run,
     write_text_atomic,
 )
+from lunar_sb3.pictures import CHART_FORMATS, landing_gif, outcome_chart
 from lunar_sb3.soft_dqn import SoftUpdateDQN
 
 SOLVED_RETURN = 200.0
@@ -323,6 +325,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="VecNormalize statistics to normalize observations with (default: the vecnormalize.pkl rl-zoo3 saves "
         "with the run, if there is one)",
     )
+    pictures = parser.add_argument_group("pictures")
+    pictures.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PATH",
+        help="write this evaluation's outcome shares as a bar chart (.png/.svg/.pdf)",
+    )
+    pictures.add_argument(
+        "--gif", type=Path, metavar="PATH", help="write a GIF of greedy episodes (one per --gif-seeds seed, .gif)"
+    )
+    pictures.add_argument(
+        "--gif-seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="episode seeds of the GIF (default: SEED SEED+1 SEED+2, the first three episodes of the evaluation)",
+    )
     zoo = parser.add_argument_group("an rl-zoo3 run chosen like rl_zoo3.enjoy does (instead of MODEL)")
     zoo.add_argument("-f", "--folder", type=Path, help="rl-zoo3 log folder, e.g. logs")
     zoo.add_argument("--algo", help=f"algorithm folder under the log folder (default: {ZOO_ALGO})")
@@ -342,6 +361,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise fail(f"-n must be >= 1, got {args.n_episodes}")
     if args.seed < 0:
         raise fail(f"--seed must be >= 0 (gymnasium rejects negative seeds), got {args.seed}")
+    if args.gif_seeds is not None and args.gif is None:
+        raise fail("--gif-seeds chooses the episodes of a GIF: pass --gif PATH too")
+    gif_seeds = args.gif_seeds if args.gif_seeds is not None else [args.seed + i for i in range(3)]
+    if min(gif_seeds) < 0:
+        raise fail(f"--gif-seeds must be >= 0 (gymnasium rejects negative seeds), got {min(gif_seeds)}")
+    if args.gif is not None and args.gif.suffix.lower() != ".gif":
+        raise fail(f"--gif {args.gif}: the file name must end in .gif")
+    if args.chart is not None and args.chart.suffix.lower().lstrip(".") not in CHART_FORMATS:
+        raise fail(f"--chart {args.chart}: the file name must end in {', '.join('.' + f for f in CHART_FORMATS)}")
     if args.folder is None and (args.algo is not None or args.exp_id is not None):
         raise fail("--algo and --exp-id choose a run under a log folder: pass -f LOG_FOLDER too")
     if args.folder is not None and args.model is not None:
@@ -371,8 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_path = args.json
         if json_path is None and run is not None:
             json_path = run / "evaluation.json"  # a run folder's results stay with the run
-        if json_path is not None:
-            check_writable_file(json_path)  # before the episodes, which take minutes for a good lander
+        for output in (json_path, args.chart, args.gif):
+            if output is not None:
+                check_writable_file(output)  # before the episodes, which take minutes for a good lander
     except OutputError as error:
         raise fail(str(error)) from None
     if args.vecnormalize is not None and not args.vecnormalize.is_file():
@@ -417,6 +446,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             raise fail(f"cannot write {json_path}: {error}") from None
         print(f"wrote {json_path}")
+    try:
+        if args.chart is not None:
+            outcome_chart(
+                {shown: result["summary"]},
+                args.chart,
+                title=f"{shown} on {env_id}: {args.n_episodes} greedy episodes (seeds {args.seed}.."
+                f"{args.seed + args.n_episodes - 1}), mean return {result['summary']['return_mean']:.1f}",
+            )
+            print(f"wrote {args.chart}")
+        if args.gif is not None:
+            episodes = landing_gif(model, env_id, gif_seeds, args.gif, vec_normalize=vec_normalize)
+            shown_episodes = ", ".join(f"seed {e['seed']} {e['outcome']} {e['return']:.0f}" for e in episodes)
+            print(f"wrote {args.gif} ({shown_episodes})")
+    except OSError as error:
+        raise fail(f"cannot write a picture: {error}") from None
     return 0
 
 

@@ -230,12 +230,29 @@ def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
 
 @_patch("create_callbacks")
 def _create_callbacks(original: Callable[..., Any], self: Any) -> None:
-    """Checkpoints (``--save-freq``) also save the replay memory, so a killed run resumes with it."""
+    """Checkpoints (``--save-freq``) also save the replay memory, so a killed run resumes with it.
+
+    A ``LandingEvalCallback`` from the YAML without a folder keeps its best model in the run folder, where
+    ``--load-best`` looks; the zoo's own ``EvalCallback`` (``--eval-freq``) then still writes ``evaluations.npz``
+    but no longer saves ``best_model.zip`` over it.
+    """
+    from stable_baselines3.common.callbacks import EvalCallback
+
+    from lunar_sb3.robust import LandingEvalCallback
+
     original(self)
+    run_folder = Path(self.save_path)
+    landing = [c for c in self.callbacks if isinstance(c, LandingEvalCallback)]
+    for callback in landing:
+        if callback.best_model_save_path is None:
+            callback.best_model_save_path = run_folder
+    landing_in_run = any(c.best_model_save_path == run_folder for c in landing)
     for callback in self.callbacks:
         if isinstance(callback, CheckpointCallback):
             callback.save_replay_buffer = True
             callback.save_vecnormalize = True
+        if isinstance(callback, EvalCallback) and landing_in_run:
+            callback.best_model_save_path = None
     if not self.optimize_hyperparameters:
         self._lunar_sb3_progress = TrainingProgress(verbose=self.verbose)
         self.callbacks.append(self._lunar_sb3_progress)

@@ -5,7 +5,7 @@ Each seed is one ``python -m rl_zoo3.train --algo soft_dqn --env LunarLander-v2 
 for a run number; ``--eval-freq -1`` because the preset's ``LandingEvalCallback`` does the evaluating). Then the
 model ``--load-best`` would show (the run's ``best_model.zip``, else the final model) plays ``--eval-episodes``
 greedy episodes on seeds 50,000 + 1,000·S + i, which no selection saw: the preset's ``LandingEvalCallback`` picks
-the best model on seeds 20,000 + i (i < 30), so the test episodes are disjoint from the selection's for any seed.
+the best model on seeds 20,000 + i (i < 50), so the test episodes are disjoint from the selection's for any seed.
 """
 
 from __future__ import annotations
@@ -143,8 +143,9 @@ def robust_run(
     run = newest_run(log_folder)
     final = None if run is None else run / f"{LAB_ENV_ID}.zip"
     if finished.returncode != 0 or final is None or not final.is_file():
-        tail = (log_folder / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        return {**record, "error": f"training exited with {finished.returncode}: {' | '.join(tail)}"}
+        lines = (log_folder / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        last = lines[-1].strip() if lines else "no output"  # the zoo's one-line error, or a traceback's last line
+        return {**record, "error": f"rl_zoo3.train exited with {finished.returncode}: {last}"}
     best = run / BEST_MODEL_FILE
     tested = best if best.is_file() else final
     final_model = load_model(final)
@@ -256,7 +257,8 @@ def robust_table(runs: list[dict[str, Any]]) -> str:
     ]
     for r in runs:
         if "error" in r:
-            rows.append(f"| {r['seed']} | training failed: {r['error'][:80]} |")
+            error = r["error"].replace("|", "\\|")
+            rows.append(f"| {r['seed']} | training failed: {error} |")
             continue
         rows.append(
             _row(
