@@ -109,8 +109,10 @@ class TrainingProgress(BaseCallback):
             f"ε {self.model.exploration_rate:.3f} | {speed:6,.0f} steps/s | {_clock(elapsed)} elapsed"
         )
 
-    def summary(self, model: Any, model_path: Path, env_id: str, solved: StopTrainingOnSolved | None) -> str:
-        """What happened and what to run next, with this run's actual paths."""
+    def summary(
+        self, model: Any, model_path: Path, env_id: str, solved: StopTrainingOnSolved | None, extra: str = ""
+    ) -> str:
+        """What happened and what to run next, with this run's actual paths (``extra``: more result lines)."""
         if solved is not None and solved.solved_at_episode is not None:
             outcome = (
                 f"Solved after {solved.solved_at_episode} episodes ({solved.solved_at_timestep:,} env steps): "
@@ -118,8 +120,13 @@ class TrainingProgress(BaseCallback):
             )
         else:
             returns = [info["r"] for info in model.ep_info_buffer]
+            reached = bool(returns) and len(returns) >= 100 and np.mean(returns) >= self.solved_threshold
             mean = f"{np.mean(returns):.1f}" if returns else "n/a"
-            outcome = f"Not solved: the last {len(returns)} episodes average {mean} (< {self.solved_threshold:g})."
+            relation = ">=" if reached else "<"
+            verdict = "Solved (training went on past it)" if reached else "Not solved"
+            outcome = (
+                f"{verdict}: the last {len(returns)} episodes average {mean} ({relation} {self.solved_threshold:g})."
+            )
         run = model_path.parent
         algo_env = f"--algo soft_dqn --env {env_id}"
         logs, exp_id = run.parent.parent, run.name.rsplit("_", 1)[-1]
@@ -129,6 +136,7 @@ class TrainingProgress(BaseCallback):
                 f"Training finished in {_clock(self.elapsed())} ({model.num_timesteps:,} env steps, "
                 f"{self.episodes} episodes this run).",
                 outcome,
+                *([extra] if extra else []),
                 f"Model: {model_path}",
                 "Next:",
                 f"  python -m rl_zoo3.enjoy {algo_env} -f {logs} --exp-id {exp_id} --no-render -n 1000   # play",

@@ -26,6 +26,7 @@ from stable_baselines3.common.callbacks import CheckpointCallback
 import lunar_sb3
 from lunar_sb3 import SoftUpdateDQN, StopTrainingOnSolved
 from lunar_sb3.callbacks import TrainingProgress
+from lunar_sb3.robust import LandingEvalCallback
 
 ALGO_NAME = "soft_dqn"
 
@@ -293,7 +294,20 @@ def _save_trained_model(original: Callable[..., Any], self: Any, model: Any) -> 
     progress = getattr(self, "_lunar_sb3_progress", None)
     if progress is not None and self.verbose >= 1:
         solved = next((c for c in self.callbacks if isinstance(c, StopTrainingOnSolved)), None)
-        print(progress.summary(model, Path(f"{self.save_path}/{self.env_name}.zip"), self.env_name.gym_id, solved))
+        landing = next((c for c in self.callbacks if isinstance(c, LandingEvalCallback)), None)
+        extra = ""
+        if landing is not None and landing.best is not None:
+            best = landing.best
+            bar = (
+                f"landing bar met at {landing.bar_met_at:,} env steps" if landing.bar_met_at else "landing bar not met"
+            )
+            extra = (
+                f"Best landing evaluation at {best['timesteps']:,} env steps: return {best['return_mean']:.1f}, "
+                f"landed {best['outcome_shares']['landed']:.0%}, crashed {best['outcome_shares']['crashed']:.0%} "
+                f"({bar}); it is best_model.zip, shown with --load-best."
+            )
+        model_path = Path(f"{self.save_path}/{self.env_name}.zip")
+        print(progress.summary(model, model_path, self.env_name.gym_id, solved, extra))
 
 
 def _without_password(url: str) -> str:
