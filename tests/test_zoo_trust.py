@@ -108,12 +108,17 @@ def test_ctrl_c_saves_the_model(tmp_path):
         (["-conf", "/nonexistent.yml"], "-conf /nonexistent.yml: no such file"),
         (["--env", "Pendulum-v1"], "only supports"),
         (["--trial-id", "0"], "--trial-id 0 needs --storage"),
-        (["-i", "random.zip"], "random.zip wasn't a zip-file"),
+        (["-i", "random.zip"], "random.zip is not a Stable-Baselines3 model zip"),
+        (["-i", "ppo.zip"], "holds a model of another algorithm (PPO"),
     ],
-    ids=["typo", "tau", "train_freq", "conf", "continuous-env", "trial-id", "random-bytes"],
+    ids=["typo", "tau", "train_freq", "conf", "continuous-env", "trial-id", "random-bytes", "ppo-model"],
 )
 def test_bad_input_stops_with_one_line(tmp_path, args, message):
     (tmp_path / "random.zip").write_bytes(os.urandom(2048))
+    if "ppo.zip" in args:
+        from stable_baselines3 import PPO
+
+        PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64).save(tmp_path / "ppo.zip")
     result = _zoo("train", "-n", "200", "-f", "logs", *args, cwd=tmp_path)
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
