@@ -219,3 +219,44 @@ def _shared_palette(frames: list[Any], colours: int = 64) -> Any:
     for i, frame in enumerate(sample):
         mosaic.paste(frame, (0, i * height))
     return mosaic.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
+def results_by_agent(files: Sequence[str | Path]) -> dict[str, list[dict[str, Any]]]:
+    """Evaluation summaries from ``benchmark solve``/``ablation`` (solve.json) and ``benchmark robust``
+    (robust.json) files, grouped by agent label in the order they appear."""
+    import json
+
+    from lunar_sb3.benchmark.agents import LABELS
+
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for file in files:
+        data = json.loads(Path(file).read_text())
+        robust_label = f"robust preset ({Path(data.get('meta', {}).get('conf', 'soft_dqn_robust.yml')).stem})"
+        for run in data["runs"]:
+            label = LABELS.get(run["agent"], run["agent"]) if "agent" in run else robust_label
+            grouped.setdefault(label, []).append(run["evaluation"])
+    return grouped
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m lunar_sb3.pictures chart OUT.png RESULTS.json...``: outcome shares per agent, one bar each."""
+    from lunar_sb3.outputs import OneLineArgumentParser, OutputError, check_writable_folder
+
+    parser = OneLineArgumentParser(prog="python -m lunar_sb3.pictures", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    chart = commands.add_parser("chart", help="landing outcomes per agent from benchmark JSON files")
+    chart.add_argument("output", type=Path, help="the chart to write (.png, .svg or .pdf)")
+    chart.add_argument("results", nargs="+", type=Path, help="solve.json / robust.json files of the benchmark")
+    chart.add_argument("--title", default="Greedy evaluation episodes: how they end")
+    args = parser.parse_args(argv)
+    try:
+        check_writable_folder(args.output.parent if str(args.output.parent) else ".")
+        grouped = results_by_agent(args.results)
+        outcome_chart(grouped, args.output, title=args.title)
+    except (OSError, ValueError, KeyError, OutputError) as error:
+        chart.error(f"{type(error).__name__}: {error}")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -309,3 +309,30 @@ def test_evaluate_rejects_bad_picture_options_before_playing(tmp_path: Path, arg
     done = python("-m", "lunar_sb3.evaluate", "model.zip", "-n", "2", *args, cwd=tmp_path)
     assert done.returncode == 1 and done.stdout == ""  # no episode was played
     assert done.stderr.strip().splitlines()[-1] == f"python -m lunar_sb3.evaluate: error: {message}"
+
+
+def test_pictures_chart_command_groups_benchmark_files_by_agent(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    shares = {"landed": 0.5, "landed_off_pad": 0.2, "crashed": 0.1, "out_of_bounds": 0.0, "timeout": 0.2}
+    solve = {"runs": [{"agent": "soft_dqn", "evaluation": {"outcome_shares": shares}}] * 2}
+    robust = {"meta": {"conf": "hyperparams/soft_dqn_robust.yml"}, "runs": [{"evaluation": {"outcome_shares": shares}}]}
+    (tmp_path / "solve.json").write_text(json.dumps(solve))
+    (tmp_path / "robust.json").write_text(json.dumps(robust))
+    from lunar_sb3.pictures import results_by_agent
+
+    grouped = results_by_agent([tmp_path / "solve.json", tmp_path / "robust.json"])
+    assert list(grouped) == ["SoftUpdateDQN (defaults)", "robust preset (soft_dqn_robust)"]
+    assert len(grouped["SoftUpdateDQN (defaults)"]) == 2
+    command = [sys.executable, "-m", "lunar_sb3.pictures", "chart", str(tmp_path / "c.png")]
+    result = subprocess.run(
+        [*command, str(tmp_path / "solve.json"), str(tmp_path / "robust.json")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(tmp_path / "c.png").size[0] > 100
+    bad = subprocess.run([*command, str(tmp_path / "missing.json")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing.json" in bad.stderr
