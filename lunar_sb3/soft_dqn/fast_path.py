@@ -2,13 +2,14 @@
 
 For a 64-64 MLP and a minibatch of 64, per-operator overhead, not arithmetic, decides the cost of a gradient
 step: autograd records and replays a graph and ``Optimizer.step`` runs hooks and checks around one kernel.
-For what the lab uses (a stack of Linear/ReLU layers, an MSE or Huber loss, Adam) the backward pass is
-written out by hand with the kernels autograd itself would run, so results agree to float rounding (ReLU
-and argmax decisions are then taken identically, which keeps the two paths together over long runs), and
-Adam runs as the single fused kernel that ``Adam(fused=True)`` calls. Action selection, where a handful of
-observations meet the network, runs in NumPy on views of the same weights: a few microseconds instead of
-tens. The replay memory is sampled with the same random calls as SB3's ``ReplayBuffer``, so a seeded run
-trains on the same minibatches either way.
+For what the lab uses (a stack of Linear/ReLU layers, an MSE or Huber loss, Adam) the whole gradient step is
+one Numba-compiled call (:mod:`lunar_sb3.soft_dqn.compiled`) that sums in torch's own orders; without Numba
+(or with ``LUNAR_SB3_NUMBA=0``) the backward pass is written out by hand with the kernels autograd itself would
+run and Adam runs as the single fused kernel that ``Adam(fused=True)`` calls. Either way results agree with
+autograd to float rounding or better (ReLU and argmax decisions are then taken identically, which keeps the
+two paths together over long runs). Action selection, where a handful of observations meet the network, runs
+compiled (or in NumPy) on the same weights: a few microseconds instead of tens. The replay memory is sampled
+with the same random calls as SB3's ``ReplayBuffer``, so a seeded run trains on the same minibatches either way.
 
 The fast path is an allow-list (:func:`unsupported_reason`): it runs only for configurations it implements
 exactly, checked at every ``learn``; anything else (custom features extractors, other buffers, optimizers or
@@ -230,10 +231,15 @@ class FastTrainer:
         if self.compiled.ensure_bound():  # something replaced the bound tensors (e.g. a load): views renewed
             self._view_parameters()
         # All minibatches are drawn first, in the order SB3 draws them; then one compiled call trains on them
-        batch_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
-        env_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
-        for k in range(gradient_steps):
-            batch_inds[k], env_inds[k] = self._draw_indices(batch_size)
+        if gradient_steps == 1:
+            batch_inds, env_inds = (
+                np.asarray(a, dtype=np.int64).reshape(1, -1) for a in self._draw_indices(batch_size)
+            )
+        else:
+            batch_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
+            env_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
+            for k in range(gradient_steps):
+                batch_inds[k], env_inds[k] = self._draw_indices(batch_size)
         return self.compiled.train(batch_inds, env_inds)
 
     def greedy_actions(self, observations: np.ndarray) -> np.ndarray:

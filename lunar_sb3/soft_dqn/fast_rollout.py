@@ -35,7 +35,7 @@ def _actions(model: "SoftUpdateDQN", n_envs: int, learning_starts: int) -> np.nd
         return np.array([model.action_space.sample() for _ in range(n_envs)])
     if np.random.rand() < model.exploration_rate:  # explore: one coin for the whole batch, as DQN.predict
         return np.array([model.action_space.sample() for _ in range(n_envs)])
-    return model._fast_trainer.q_net.greedy_actions(model._last_obs)  # exploit: one forward for all envs
+    return model._fast_trainer.greedy_actions(model._last_obs)  # exploit: one forward for all envs
 
 
 def _step_envs(env: VecEnv, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:

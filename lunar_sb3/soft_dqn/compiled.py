@@ -1,0 +1,1129 @@
+"""The fast path's gradient step compiled with Numba: one call per ``train``, the same float32 numbers as torch.
+
+Why: for a 64-64 MLP and a minibatch of 64, a gradient step is ~35 torch operator calls whose dispatch costs
+more than their arithmetic. Here the whole step (minibatch gather, TD target, forward pass, hand-derived
+backward pass, gradient clipping, Adam) is one compiled function, called once per ``train``.
+
+Same numbers: everything is float32 and summed in the order torch's CPU kernels sum, so that ReLU and argmax
+decisions come out as on the autograd path and the two paths stay together over long runs:
+
+* the ``nn.Linear`` products (x·Wᵀ, δᵀ·a, δ·W; MKL): chains over the summed index in index order, with FMAs
+  or with separately rounded products, or (MKL's kernel for a few outputs) in 4 or 8 lanes added by halves;
+  which one MKL uses depends on shape and CPU, so :func:`calibrate` asks torch once per shape;
+* ``δ.sum(0)`` (the bias gradients): ATen's cascade sum (:func:`_column_sums`);
+* ``linalg.vector_norm`` (gradient clipping): ATen's norm kernel (:func:`_norm`);
+* Adam: ``torch._fused_adam_``'s CPU kernel, including where its compiler fused multiply-adds (:func:`_adam`).
+
+On the machine this was written on (AMD EPYC, torch 2.13 with MKL 2024.2) the compiled and the autograd path
+agree bit for bit after thousands of steps; where a BLAS sums in an order :func:`calibrate` does not know, the
+products fall back to FMA chains and differ from torch in the last bit.
+
+The weights and Adam's state live in flat float32 buffers that the torch Parameters and the optimizer's state
+tensors are views of (:class:`CompiledTrainer`): the kernel updates the memory that ``state_dict()``, ``save``
+and the general path use, and nothing is copied per call.
+"""
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch as th
+
+try:
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    HAS_NUMBA = True
+except (ImportError, OSError):  # no numba, one built for another NumPy, a broken llvmlite: the torch step
+    HAS_NUMBA = False
+
+if TYPE_CHECKING:
+    from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
+
+ENV_SWITCH = "LUNAR_SB3_NUMBA"
+
+
+def enabled() -> bool:
+    """Numba is importable and not switched off with ``LUNAR_SB3_NUMBA=0`` (read at each ``learn``)."""
+    return HAS_NUMBA and os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def torch_vector_width() -> int:
+    """Floats per ``at::vec::Vectorized<float>`` in the torch kernels followed here: it decides summation orders.
+
+    8: ATen builds its AVX512 variant only for kernels marked for it; the reductions and the fused Adam used
+    here run their AVX2 build (8 floats) on AVX512 CPUs too, and the NEON and generic builds are 8 wide as well.
+    """
+    return 8
+
+
+if HAS_NUMBA:
+
+    @intrinsic
+    def fma32(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        """a·b + c rounded once, as the FMA instructions in MKL's and ATen's float32 kernels."""
+        signature = types.float32(types.float32, types.float32, types.float32)
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return builder.fma(*args)
+
+        return signature, codegen
+
+    def _rows_fma_kernel(n_vectors: int, fused: bool) -> Any:
+        """A register-blocked kernel for 8·n_vectors output columns (see :func:`_accumulate` for its meaning).
+
+        Written as LLVM IR because the loop vectoriser keeps accumulators in memory (it cannot rule out that
+        the output aliases the inputs), which makes a 64-wide row cost a load and a store per FMA; here the
+        n_vectors accumulators live in registers for the whole chain and are stored once at the end.
+        ``fused``: acc + c·x as one FMA, else as a rounded product and a rounded sum (both are found in MKL).
+        """
+
+        @intrinsic
+        def rows_fma(
+            typingctx: Any,
+            dst: Any,
+            dst_start: Any,
+            src: Any,
+            src_start: Any,
+            src_stride: Any,
+            coef: Any,
+            coef_start: Any,
+            coef_stride: Any,
+            idx: Any,
+            count: Any,
+        ) -> Any:
+            arrays_ok = all(getattr(a, "dtype", None) == types.float32 for a in (dst, src, coef))
+            if not (arrays_ok and getattr(idx, "dtype", None) == types.int64):
+                return None  # the IR below is written for float32 data and int64 indices
+            signature = types.void(
+                dst, dst_start, src, src_start, src_stride, coef, coef_start, coef_stride, idx, count
+            )
+
+            def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+                i64, vector = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
+                fma = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v8f32"
+                )
+                pointers = [context.make_array(sig.args[i])(context, builder, args[i]).data for i in (0, 2, 5, 8)]
+                dst_p, src_p, coef_p, idx_p = pointers
+                dst_start, src_start, src_stride, coef_start, coef_stride, count = (
+                    context.cast(builder, args[i], sig.args[i], types.int64) for i in (1, 3, 4, 6, 7, 9)
+                )
+                zero = ir.Constant(vector, [0.0] * 8)
+                entry = builder.block
+                check = builder.append_basic_block("rows_fma.check")
+                body = builder.append_basic_block("rows_fma.body")
+                done = builder.append_basic_block("rows_fma.done")
+                builder.branch(check)
+                builder.position_at_end(check)
+                k = builder.phi(i64)
+                k.add_incoming(ir.Constant(i64, 0), entry)
+                accumulators = []
+                for _ in range(n_vectors):
+                    phi = builder.phi(vector)
+                    phi.add_incoming(zero, entry)
+                    accumulators.append(phi)
+                builder.cbranch(builder.icmp_signed("<", k, count), body, done)
+
+                builder.position_at_end(body)
+                row = builder.load(builder.gep(idx_p, [k]))
+                c = builder.load(builder.gep(coef_p, [builder.add(coef_start, builder.mul(row, coef_stride))]))
+                lane0 = builder.insert_element(ir.Constant(vector, None), c, ir.Constant(ir.IntType(32), 0))
+                splat = builder.shuffle_vector(
+                    lane0, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
+                )
+                base = builder.add(src_start, builder.mul(row, src_stride))
+                updated = []
+                for v, accumulator in enumerate(accumulators):
+                    address = builder.gep(src_p, [builder.add(base, ir.Constant(i64, 8 * v))])
+                    loaded = builder.load(builder.bitcast(address, vector.as_pointer()), align=4)
+                    if fused:
+                        updated.append(builder.call(fma, [splat, loaded, accumulator]))
+                    else:
+                        updated.append(builder.fadd(accumulator, builder.fmul(splat, loaded)))
+                next_k = builder.add(k, ir.Constant(i64, 1))
+                builder.branch(check)
+                k.add_incoming(next_k, body)
+                for phi, value in zip(accumulators, updated, strict=True):
+                    phi.add_incoming(value, body)
+
+                builder.position_at_end(done)
+                for v, accumulator in enumerate(accumulators):
+                    address = builder.gep(dst_p, [builder.add(dst_start, ir.Constant(i64, 8 * v))])
+                    builder.store(accumulator, builder.bitcast(address, vector.as_pointer()), align=4)
+                return context.get_dummy_value()
+
+            return signature, codegen
+
+        return rows_fma
+
+    _rows_fma_64, _rows_fma_32, _rows_fma_16, _rows_fma_8 = (_rows_fma_kernel(n, True) for n in (8, 4, 2, 1))
+    _rows_mul_64, _rows_mul_32, _rows_mul_16, _rows_mul_8 = (_rows_fma_kernel(n, False) for n in (8, 4, 2, 1))
+
+    # error_model="numpy": a float division by zero gives inf/nan as in torch instead of raising, and the loops
+    # without that check vectorise
+    jit = njit(cache=True, nogil=True, error_model="numpy")
+else:
+
+    def fma32(a: Any, b: Any, c: Any) -> Any:  # pragma: no cover - never called without Numba
+        raise RuntimeError("fma32 needs Numba")
+
+    _rows_fma_64 = _rows_fma_32 = _rows_fma_16 = _rows_fma_8 = fma32
+    _rows_mul_64 = _rows_mul_32 = _rows_mul_16 = _rows_mul_8 = fma32
+
+    def jit(function: Any) -> Any:  # the kernels stay plain Python functions, never called
+        return function
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks. Scalars are float32 throughout (a Python float constant would silently promote to float64).
+# Activations, weights and scratch are flat float32 arrays with explicit offsets: the vector kernel takes pointers.
+# ---------------------------------------------------------------------------------------------------------------
+@jit
+def _layer_offsets(dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where W_l ([dims[l+1], dims[l]], row-major like nn.Linear) and b_l start in a flat parameter buffer."""
+    n_layers = dims.shape[0] - 1
+    weight_offsets = np.empty(n_layers, np.int64)
+    bias_offsets = np.empty(n_layers, np.int64)
+    offset = 0
+    for layer in range(n_layers):
+        weight_offsets[layer] = offset
+        offset += dims[layer + 1] * dims[layer]
+        bias_offsets[layer] = offset
+        offset += dims[layer + 1]
+    return weight_offsets, bias_offsets
+
+
+@jit
+def _transpose(src: np.ndarray, src_start: int, rows: int, columns: int, dst: np.ndarray, dst_start: int) -> None:
+    """dst[dst_start:] = the [rows, columns] matrix at src[src_start:], transposed ([columns, rows])."""
+    for c in range(columns):
+        for r in range(rows):
+            dst[dst_start + c * rows + r] = src[src_start + r * columns + c]
+
+
+@jit
+def _nonzero(values: np.ndarray, start: int, stride: int, count: int, idx: np.ndarray) -> int:
+    """The r < count with values[start + r·stride] != 0, in increasing order, into idx; returns how many.
+
+    Written without a branch: ReLU zeros are ~50 % and random, and a mispredicted skip costs more than an FMA.
+    """
+    zero = np.float32(0.0)
+    n = 0
+    for r in range(count):
+        idx[n] = r
+        n += values[start + r * stride] != zero
+    return n
+
+
+@jit
+def _accumulate(
+    dst: np.ndarray,
+    dst_start: int,
+    src: np.ndarray,
+    src_start: int,
+    src_stride: int,
+    width: int,
+    coef: np.ndarray,
+    coef_start: int,
+    coef_stride: int,
+    idx: np.ndarray,
+    count: int,
+    fused: bool,
+) -> None:
+    """dst[dst_start + c] = Σ_k coef[coef_start + r_k·coef_stride] · src[src_start + r_k·src_stride + c], c < width.
+
+    r_k = idx[k] for k < count. Each output is a chain from 0 in k order (FMAs if ``fused``, else a rounded
+    product added to a rounded sum), which is how MKL's GEMM kernels sum; terms left out are those with a zero
+    coefficient, which would add ±0. The columns go through the register-blocked vector kernels 64, 32, 16 or
+    8 at a time, the last few through a scalar chain.
+    """
+    c = 0
+    while width - c >= 64:
+        if fused:
+            _rows_fma_64(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        else:
+            _rows_mul_64(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        c += 64
+    if width - c >= 32:
+        if fused:
+            _rows_fma_32(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        else:
+            _rows_mul_32(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        c += 32
+    if width - c >= 16:
+        if fused:
+            _rows_fma_16(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        else:
+            _rows_mul_16(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        c += 16
+    if width - c >= 8:
+        if fused:
+            _rows_fma_8(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        else:
+            _rows_mul_8(dst, dst_start + c, src, src_start + c, src_stride, coef, coef_start, coef_stride, idx, count)
+        c += 8
+    while c < width:
+        acc = np.float32(0.0)
+        for k in range(count):
+            r = idx[k]
+            if fused:
+                acc = fma32(coef[coef_start + r * coef_stride], src[src_start + r * src_stride + c], acc)
+            else:
+                acc = acc + coef[coef_start + r * coef_stride] * src[src_start + r * src_stride + c]
+        dst[dst_start + c] = acc
+        c += 1
+
+
+@jit
+def _linear(
+    x: np.ndarray,
+    batch: int,
+    n_in: int,
+    n_out: int,
+    weights: np.ndarray,
+    weights_t: np.ndarray,
+    weight_offset: int,
+    bias_offset: int,
+    relu: bool,
+    lanes: int,
+    out: np.ndarray,
+    scratch: np.ndarray,
+    idx: np.ndarray,
+) -> None:
+    """out = x·Wᵀ + b ([batch, n_in] → [batch, n_out]), ReLU'd if asked, summed in the order of MKL's kernel.
+
+    ``weights`` holds W at weight_offset and b at bias_offset; ``weights_t`` holds Wᵀ at weight_offset.
+    lanes = 0: each output an FMA chain over the inputs, then + b (MKL's GEMM microkernel); vectorised over the
+    outputs (rows of Wᵀ, skipping each sample's zero inputs), or over the batch (on xᵀ) for fewer than 8 outputs.
+    lanes = L: MKL's kernel for few outputs: L partial sums (inputs i ≡ m mod L, products and sums rounded
+    separately), added pairwise by halves, then + b.
+    """
+    zero = np.float32(0.0)
+    if lanes > 0 or (n_out < 8 and batch >= 8):
+        x_t = scratch[: n_in * batch]
+        q_t = scratch[n_in * batch : (n_in + n_out) * batch]
+        partial = scratch[(n_in + n_out) * batch : (n_in + n_out + max(lanes, 1)) * batch]
+        _transpose(x, 0, batch, n_in, x_t, 0)
+        for j in range(n_out):
+            row = weight_offset + j * n_in
+            if lanes == 0:
+                count = _nonzero(weights, row, 1, n_in, idx)
+                _accumulate(q_t, j * batch, x_t, 0, batch, batch, weights, row, 1, idx, count, True)
+                continue
+            for m in range(lanes):
+                count = 0
+                for i in range(m, n_in, lanes):
+                    idx[count] = i
+                    count += 1
+                _accumulate(partial, m * batch, x_t, 0, batch, batch, weights, row, 1, idx, count, False)
+            half = lanes // 2
+            while half > 0:
+                for m in range(half):
+                    for b in range(batch):
+                        partial[m * batch + b] = partial[m * batch + b] + partial[(m + half) * batch + b]
+                half //= 2
+            for b in range(batch):
+                q_t[j * batch + b] = partial[b]
+        for b in range(batch):
+            for j in range(n_out):
+                out[b * n_out + j] = q_t[j * batch + b]
+    else:
+        for b in range(batch):
+            count = _nonzero(x, b * n_in, 1, n_in, idx)
+            _accumulate(out, b * n_out, weights_t, weight_offset, n_out, n_out, x, b * n_in, 1, idx, count, True)
+    for b in range(batch):
+        for j in range(n_out):
+            value = out[b * n_out + j] + weights[bias_offset + j]
+            if relu and value < zero:
+                value = zero
+            out[b * n_out + j] = value
+
+
+@jit
+def _transpose_weights(flat: np.ndarray, dims: np.ndarray, weight_offsets: np.ndarray, out: np.ndarray) -> None:
+    """Every Wᵀ of ``flat`` at its W's offset in ``out`` (the forward pass reads rows of Wᵀ)."""
+    for layer in range(dims.shape[0] - 1):
+        _transpose(flat, weight_offsets[layer], dims[layer + 1], dims[layer], out, weight_offsets[layer])
+
+
+@jit
+def _q_values(
+    flat: np.ndarray,
+    flat_t: np.ndarray,
+    dims: np.ndarray,
+    weight_offsets: np.ndarray,
+    bias_offsets: np.ndarray,
+    modes: np.ndarray,
+    x: np.ndarray,
+    batch: int,
+    ping: np.ndarray,
+    pong: np.ndarray,
+    scratch: np.ndarray,
+    idx: np.ndarray,
+) -> np.ndarray:
+    """Q(x, ·) ([batch, n_actions], flat) of the network in ``flat`` (Wᵀ in ``flat_t``), via two scratch buffers."""
+    n_layers = dims.shape[0] - 1
+    current = x
+    for layer in range(n_layers):
+        out = ping if layer % 2 == 0 else pong
+        _linear(
+            current,
+            batch,
+            dims[layer],
+            dims[layer + 1],
+            flat,
+            flat_t,
+            weight_offsets[layer],
+            bias_offsets[layer],
+            layer < n_layers - 1,
+            modes[0, layer],
+            out,
+            scratch,
+            idx,
+        )
+        current = out
+    return current
+
+
+@jit
+def _weight_grad(
+    delta: np.ndarray,
+    n_out: int,
+    inputs: np.ndarray,
+    n_in: int,
+    batch: int,
+    fused: bool,
+    grads: np.ndarray,
+    offset: int,
+    scratch: np.ndarray,
+    idx: np.ndarray,
+) -> None:
+    """∂L/∂W = δᵀ·a ([n_out, n_in] at grads[offset:]) as chains over the batch in batch order.
+
+    Vectorised along the wider of the two dimensions: rows of a, skipping the samples whose δ is zero, or (for
+    a layer with fewer inputs than outputs) rows of δ, skipping zero inputs, into a transposed scratch.
+    """
+    if n_in >= n_out:
+        for j in range(n_out):
+            count = _nonzero(delta, j, n_out, batch, idx)
+            _accumulate(grads, offset + j * n_in, inputs, 0, n_in, n_in, delta, j, n_out, idx, count, fused)
+    else:
+        for i in range(n_in):
+            count = _nonzero(inputs, i, n_in, batch, idx)
+            _accumulate(scratch, i * n_out, delta, 0, n_out, n_out, inputs, i, n_in, idx, count, fused)
+        _transpose(scratch, 0, n_in, n_out, grads, offset)
+
+
+@jit
+def _input_grad(
+    delta: np.ndarray,
+    n_out: int,
+    weights: np.ndarray,
+    weight_offset: int,
+    layer_in: np.ndarray,
+    n_in: int,
+    batch: int,
+    fused: bool,
+    out: np.ndarray,
+    idx: np.ndarray,
+) -> None:
+    """δ of the layer below: (δ·W) where the ReLU output a > 0, else 0 (``threshold_backward``)."""
+    zero = np.float32(0.0)
+    for b in range(batch):
+        count = _nonzero(delta, b * n_out, 1, n_out, idx)
+        _accumulate(out, b * n_in, weights, weight_offset, n_in, n_in, delta, b * n_out, 1, idx, count, fused)
+        for i in range(n_in):
+            if not layer_in[b * n_in + i] > zero:
+                out[b * n_in + i] = zero
+
+
+@jit
+def probe_layer(
+    x: np.ndarray, weight: np.ndarray, delta: np.ndarray, lanes: int, fused: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x·Wᵀ, δᵀ·x and δ·W of one layer in the given summation modes (see :func:`calibrate`)."""
+    batch, n_in = x.shape
+    n_out = weight.shape[0]
+    widest = max(max(n_in, n_out), batch)
+    flat = np.zeros(n_out * n_in + n_out, np.float32)
+    flat[: n_out * n_in] = weight.ravel()
+    flat_t = np.empty(n_out * n_in, np.float32)
+    _transpose(flat, 0, n_out, n_in, flat_t, 0)
+    scratch = np.empty((2 * widest + 16) * widest, np.float32)
+    idx = np.empty(widest, np.int64)
+    x_flat, delta_flat = x.ravel().copy(), delta.ravel().copy()
+    forward = np.empty(batch * n_out, np.float32)
+    _linear(x_flat, batch, n_in, n_out, flat, flat_t, 0, n_out * n_in, False, lanes, forward, scratch, idx)
+    grad = np.empty(n_out * n_in, np.float32)
+    _weight_grad(delta_flat, n_out, x_flat, n_in, batch, fused, grad, 0, scratch, idx)
+    below = np.empty(batch * n_in, np.float32)
+    ones = np.ones(batch * n_in, np.float32)  # no ReLU mask
+    _input_grad(delta_flat, n_out, flat, 0, ones, n_in, batch, fused, below, idx)
+    return forward.reshape((batch, n_out)), grad.reshape((n_out, n_in)), below.reshape((batch, n_in))
+
+
+@jit
+def _ceil_log2(x: int) -> int:
+    """ATen's ``CeilLog2``: 1 for x <= 2, else the bit length of x − 1."""
+    if x <= 2:
+        return 1
+    bits = 0
+    rest = x - 1
+    while rest > 0:
+        bits += 1
+        rest >>= 1
+    return bits
+
+
+@jit
+def _cascade(x: np.ndarray, row0: int, row_step: int, count: int, col0: int, col1: int, out: np.ndarray) -> None:
+    """out[c] = Σ_r x[row0 + r·row_step, c] for columns col0 ≤ c < col1, in the order of ATen's ``multi_row_sum``.
+
+    ATen sums chunks of 2^level_power rows, folds chunk sums into up to three coarser levels, and adds the
+    levels up at the end; the same row schedule applies to every column, so they are done side by side.
+    """
+    zero = np.float32(0.0)
+    width = col1 - col0
+    acc = np.zeros((4, width), np.float32)
+    level_power = max(4, _ceil_log2(count) // 4)
+    level_step = 1 << level_power
+    level_mask = level_step - 1
+    i = 0
+    while i + level_step <= count:
+        for _ in range(level_step):
+            r = row0 + i * row_step
+            for c in range(width):
+                acc[0, c] += x[r, col0 + c]
+            i += 1
+        for level in range(1, 4):
+            for c in range(width):
+                acc[level, c] += acc[level - 1, c]
+                acc[level - 1, c] = zero
+            if i & (level_mask << (level * level_power)) != 0:
+                break
+    while i < count:
+        r = row0 + i * row_step
+        for c in range(width):
+            acc[0, c] += x[r, col0 + c]
+        i += 1
+    for c in range(width):
+        total = acc[0, c]
+        for level in range(1, 4):
+            total += acc[level, c]
+        out[col0 + c] = total
+
+
+@jit
+def _column_sums(x: np.ndarray, out: np.ndarray, vec_width: int) -> None:
+    """out = x.sum(dim=0) for a contiguous [rows, columns] float32 array, as ATen's ``cascade_sum`` orders it.
+
+    ATen takes groups of 4·vec_width columns (4 columns when there are fewer than vec_width) through
+    ``multi_row_sum`` over all rows; the remaining columns through ``row_sum``, which keeps 4 partial sums
+    (rows ≡ k mod 4), adds the rows past the last multiple of 4 to the first, and then adds the partials up.
+    """
+    rows, columns = x.shape
+    group = 4 * vec_width if columns >= vec_width else 4
+    grouped = (columns // group) * group
+    if grouped > 0:
+        _cascade(x, 0, 1, rows, 0, grouped, out)
+    if grouped < columns:
+        width = columns - grouped
+        partials = np.empty((4, columns), np.float32)
+        n_ilp = rows // 4
+        for k in range(4):
+            _cascade(x, k, 4, n_ilp, grouped, columns, partials[k])
+        for r in range(n_ilp * 4, rows):
+            for c in range(width):
+                partials[0, grouped + c] += x[r, grouped + c]
+        for c in range(grouped, columns):
+            total = partials[0, c]
+            for k in range(1, 4):
+                total += partials[k, c]
+            out[c] = total
+
+
+@jit
+def _norm(x: np.ndarray, vec_width: int) -> np.float32:
+    """‖x‖₂ of a float32 vector as ATen's CPU ``vector_norm`` computes it (``norm_kernel_tensor_iterator_impl``).
+
+    vec_width lanes accumulate x² of every full vector (``acc += x*x``, not fused), the lanes are added one
+    after the other, then the ragged end element by element: as the compiler built that loop, four at a time
+    with separate products and sums, the last one to three as FMAs.
+    """
+    size = x.shape[0]
+    end = size - size % vec_width
+    lanes = np.zeros(vec_width, np.float32)
+    for start in range(0, end, vec_width):
+        for lane in range(vec_width):
+            square = x[start + lane] * x[start + lane]
+            lanes[lane] = lanes[lane] + square
+    total = lanes[0]
+    for lane in range(1, vec_width):
+        total = total + lanes[lane]
+    fours = end + (size - end) // 4 * 4
+    for i in range(end, fours):
+        square = x[i] * x[i]
+        total = total + square
+    for i in range(fours, size):
+        total = fma32(x[i], x[i], total)
+    return np.sqrt(total)
+
+
+@jit
+def _adam(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    step: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    vec_width: int,
+) -> None:
+    """One tensor's update as ``torch._fused_adam_``'s CPU kernel (``adam_math``) computes it, in float32.
+
+    The coefficients are computed in double from the (already incremented) step, then used as float32.
+    The compiler that built torch contracts ``a·b + c`` into FMAs, and differently in the kernel's vectorised
+    loop (elements up to the last multiple of vec_width) and its scalar tail; both are spelled out here:
+    g += p·wd and the lerp m += (1 − β1)·(g − m) are single FMAs in both, v = β2·v + (1 − β2)·g² is
+    fma((1 − β2)·g, g, β2·v) in the vector loop and fma(v, β2, (1 − β2)·g·g) in the tail.
+    """
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2 = 1.0 - beta2**step
+    neg_step_size = np.float32(-(lr / bias_correction1))
+    bias_correction2_sqrt = np.float32(np.sqrt(bias_correction2))
+    lerp_weight = np.float32(1.0 - beta1)
+    # lerp(m, g, w) = m + w·(g − m) for small w, else g − (1 − w)·(g − m), each as one FMA
+    small_weight = abs(lerp_weight) < np.float32(0.5)
+    lerp_coeff = lerp_weight if small_weight else lerp_weight - np.float32(1.0)
+    beta2_32 = np.float32(beta2)
+    sq_coeff = np.float32(1.0 - beta2)
+    eps32 = np.float32(eps)
+    decay = np.float32(weight_decay)
+    size = param.shape[0]
+    end = size - size % vec_width
+    for d in range(end):  # the vectorised loop; the same body again below for the tail, so that this one vectorises
+        p = param[d]
+        g = fma32(p, decay, grad[d]) if weight_decay != 0.0 else grad[d]
+        m = exp_avg[d]
+        m = fma32(lerp_coeff, g - m, m if small_weight else g)
+        v = fma32(sq_coeff * g, g, exp_avg_sq[d] * beta2_32)
+        exp_avg[d] = m
+        exp_avg_sq[d] = v
+        param[d] = p + neg_step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps32)
+    for d in range(end, size):
+        p = param[d]
+        g = fma32(p, decay, grad[d]) if weight_decay != 0.0 else grad[d]
+        m = exp_avg[d]
+        m = fma32(lerp_coeff, g - m, m if small_weight else g)
+        v = fma32(exp_avg_sq[d], beta2_32, sq_coeff * g * g)
+        exp_avg[d] = m
+        exp_avg_sq[d] = v
+        param[d] = p + neg_step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps32)
+
+
+@jit
+def train_steps(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    next_observations: np.ndarray,
+    rewards: np.ndarray,
+    dones: np.ndarray,
+    timeouts: np.ndarray,
+    batch_indices: np.ndarray,
+    env_indices: np.ndarray,
+    dims: np.ndarray,
+    params: np.ndarray,
+    target: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    steps: np.ndarray,
+    gamma: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    huber: bool,
+    double_q: bool,
+    modes: np.ndarray,
+    vec_width: int,
+) -> float:
+    """``len(batch_indices)`` gradient steps of ``SoftUpdateDQN._train_general``; returns the sum of the losses.
+
+    The replay memory arrays are SB3's ``ReplayBuffer`` fields ([position, env, ...]); minibatch k is
+    (batch_indices[k], env_indices[k]). ``params``/``target`` hold [W0, b0, W1, b1, ...] of the online and target
+    Linear/ReLU stacks with widths ``dims``; ``exp_avg``/``exp_avg_sq`` Adam's moments in the same layout and
+    ``steps`` Adam's step per tensor. All of them are updated in place. ``max_grad_norm`` <= 0 means no clipping.
+    ``modes`` ([3, n_layers], from :func:`calibrate`): the summation order of each layer's forward pass (MKL's
+    lanes, 0 for FMA chains), weight gradient and input gradient (1: FMA chains, 0: unfused chains).
+    """
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    gamma32 = np.float32(gamma)
+    n_steps, batch = batch_indices.shape
+    n_layers = dims.shape[0] - 1
+    last = n_layers - 1
+    n_in, n_actions = dims[0], dims[n_layers]
+    widest = 0
+    for width in dims:
+        widest = max(widest, width)
+    weight_offsets, bias_offsets = _layer_offsets(dims)
+    n_params = params.shape[0]
+    # Scratch, allocated once per call (a few hundred nanoseconds)
+    grads = np.empty(n_params, np.float32)
+    online_t = np.empty(n_params, np.float32)  # Wᵀ of every layer at W's offset
+    target_t = np.empty(n_params, np.float32)
+    inputs = [np.empty(batch * dims[layer], np.float32) for layer in range(n_layers)]  # of each Linear, kept
+    next_obs = np.empty(batch * n_in, np.float32)
+    q_values = np.empty(batch * n_actions, np.float32)
+    ping = np.empty(batch * widest, np.float32)
+    pong = np.empty(batch * widest, np.float32)
+    scratch = np.empty((2 * widest + 16) * max(batch, widest), np.float32)
+    idx = np.empty(max(batch, widest), np.int64)
+    taken = np.empty(batch, np.int64)
+    next_actions = np.empty(batch, np.int64)
+    td_targets = np.empty(batch, np.float32)
+    norms = np.empty(2 * n_layers, np.float32)
+    # The target network does not change between the gradient steps of one call (Polyak comes after)
+    _transpose_weights(target, dims, weight_offsets, target_t)
+    loss_sum = 0.0
+    for k in range(n_steps):
+        # -- minibatch: ReplayBuffer.sample's gather
+        obs = inputs[0]
+        for b in range(batch):
+            i, e = batch_indices[k, b], env_indices[k, b]
+            for f in range(n_in):
+                obs[b * n_in + f] = observations[i, e, f]
+                next_obs[b * n_in + f] = next_observations[i, e, f]
+            taken[b] = actions[i, e, 0]
+        _transpose_weights(params, dims, weight_offsets, online_t)
+
+        # -- TD target y = r + (1 − done)·γ·max_a′ Q̂(s′, a′), or Q̂(s′, argmax_a′ Q(s′, a′)) for Double DQN;
+        #    only terminations stop bootstrapping, not time limits
+        if double_q:
+            q = _q_values(
+                params, online_t, dims, weight_offsets, bias_offsets, modes, next_obs, batch, ping, pong, scratch, idx
+            )
+            for b in range(batch):  # argmax: the first maximum, as torch's
+                best = 0
+                for a in range(1, n_actions):
+                    if q[b * n_actions + a] > q[b * n_actions + best]:
+                        best = a
+                next_actions[b] = best
+        q = _q_values(
+            target, target_t, dims, weight_offsets, bias_offsets, modes, next_obs, batch, ping, pong, scratch, idx
+        )
+        for b in range(batch):
+            if double_q:
+                next_value = q[b * n_actions + next_actions[b]]
+            else:
+                next_value = q[b * n_actions]
+                for a in range(1, n_actions):
+                    next_value = max(next_value, q[b * n_actions + a])
+            i, e = batch_indices[k, b], env_indices[k, b]
+            done = dones[i, e] * (one - timeouts[i, e])
+            td_targets[b] = rewards[i, e] + (one - done) * gamma32 * next_value
+
+        # -- forward pass on s, keeping every Linear layer's input for the backward pass
+        for layer in range(n_layers):
+            _linear(
+                inputs[layer],
+                batch,
+                dims[layer],
+                dims[layer + 1],
+                params,
+                online_t,
+                weight_offsets[layer],
+                bias_offsets[layer],
+                layer < last,
+                modes[0, layer],
+                inputs[layer + 1] if layer < last else q_values,
+                scratch,
+                idx,
+            )
+
+        # -- loss on Q(s, a) − y and ∂loss/∂Q(s, a), as torch's mse_loss / smooth_l1_loss (β = 1) and their backward
+        delta = ping  # ∂L/∂Q ([batch, n_actions]): one non-zero per row, the taken action
+        delta[: batch * n_actions] = zero
+        norm = np.float32(1.0 / batch) if huber else np.float32(2.0 / batch)
+        loss = 0.0
+        for b in range(batch):
+            error = q_values[b * n_actions + taken[b]] - td_targets[b]
+            if huber:
+                if error <= -one:
+                    gradient = -norm
+                    loss += -float(error) - 0.5
+                elif error >= one:
+                    gradient = norm
+                    loss += float(error) - 0.5
+                else:
+                    gradient = norm * error
+                    loss += 0.5 * float(error) * float(error)
+            else:
+                gradient = norm * error
+                loss += float(error) * float(error)
+            delta[b * n_actions + taken[b]] = gradient
+        loss_sum += float(np.float32(loss / batch))
+
+        # -- backward pass, layer by layer: ∂L/∂W = δᵀ·a, ∂L/∂b = Σ_batch δ, δ below = (δ·W) where a > 0
+        below = pong
+        for layer in range(last, -1, -1):
+            n_out, n_prev = dims[layer + 1], dims[layer]
+            layer_in = inputs[layer]
+            fused = modes[1, layer] == 1
+            _weight_grad(delta, n_out, layer_in, n_prev, batch, fused, grads, weight_offsets[layer], scratch, idx)
+            bias_start = bias_offsets[layer]
+            _column_sums(
+                delta[: batch * n_out].reshape((batch, n_out)), grads[bias_start : bias_start + n_out], vec_width
+            )
+            if layer > 0:
+                fused = modes[2, layer] == 1
+                _input_grad(delta, n_out, params, weight_offsets[layer], layer_in, n_prev, batch, fused, below, idx)
+                delta, below = below, delta
+
+        # -- clip_grad_norm_: scale by min(1, max_norm / (‖(‖g_t‖)_t‖ + 1e-6)), even when that is 1
+        if max_grad_norm > 0.0:
+            for t in range(2 * n_layers):
+                start = weight_offsets[t // 2] if t % 2 == 0 else bias_offsets[t // 2]
+                size = dims[t // 2 + 1] * (dims[t // 2] if t % 2 == 0 else 1)
+                norms[t] = _norm(grads[start : start + size], vec_width)
+            total = _norm(norms, vec_width)
+            coeff = one / (total + np.float32(1e-6)) * np.float32(max_grad_norm)
+            if coeff > one:
+                coeff = one
+            for d in range(n_params):
+                grads[d] = grads[d] * coeff
+
+        # -- Adam, tensor by tensor as the fused kernel (each has its own step count)
+        for t in range(2 * n_layers):
+            start = weight_offsets[t // 2] if t % 2 == 0 else bias_offsets[t // 2]
+            end = start + dims[t // 2 + 1] * (dims[t // 2] if t % 2 == 0 else 1)
+            steps[t] += one
+            _adam(
+                params[start:end],
+                grads[start:end],
+                exp_avg[start:end],
+                exp_avg_sq[start:end],
+                float(steps[t]),
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                vec_width,
+            )
+    return loss_sum
+
+
+@jit
+def greedy_actions(params: np.ndarray, dims: np.ndarray, observations: np.ndarray) -> np.ndarray:
+    """argmax_a Q(s, a) for a few observations (the first maximum, as torch's ``argmax``).
+
+    For one to a few rows, transposing the weights would cost more than it saves: each output is a scalar FMA
+    chain over the inputs, four outputs at a time so that the chains overlap.
+    """
+    zero = np.float32(0.0)
+    n_layers = dims.shape[0] - 1
+    weight_offsets, bias_offsets = _layer_offsets(dims)
+    batch = observations.shape[0]
+    result = np.empty(batch, np.int64)
+    widest = 0
+    for width in dims:
+        widest = max(widest, width)
+    x = np.empty(widest, np.float32)
+    y = np.empty(widest, np.float32)
+    for b in range(batch):
+        for f in range(dims[0]):
+            x[f] = observations[b, f]
+        for layer in range(n_layers):
+            n_out, n_prev = dims[layer + 1], dims[layer]
+            w = weight_offsets[layer]
+            j = 0
+            while j < n_out:
+                rows = min(4, n_out - j)
+                a0 = a1 = a2 = a3 = zero
+                r0 = w + j * n_prev
+                r1 = r0 + n_prev * min(1, rows - 1)  # rows past the last are computed again and dropped
+                r2 = r0 + n_prev * min(2, rows - 1)
+                r3 = r0 + n_prev * min(3, rows - 1)
+                for i in range(n_prev):
+                    xi = x[i]
+                    a0 = fma32(xi, params[r0 + i], a0)
+                    a1 = fma32(xi, params[r1 + i], a1)
+                    a2 = fma32(xi, params[r2 + i], a2)
+                    a3 = fma32(xi, params[r3 + i], a3)
+                for r, acc in enumerate((a0, a1, a2, a3)):
+                    if r < rows:
+                        value = acc + params[bias_offsets[layer] + j + r]
+                        if layer < n_layers - 1 and value < zero:
+                            value = zero
+                        y[j + r] = value
+                j += rows
+            x, y = y, x
+        best = 0
+        for a in range(1, dims[n_layers]):
+            if x[a] > x[best]:
+                best = a
+        result[b] = best
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Calibration: which summation order this torch's BLAS uses for each product, found by asking it
+# ---------------------------------------------------------------------------------------------------------------
+LANE_CANDIDATES = (0, 4, 8, 2, 16)
+_calibrated: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
+
+
+def calibrate(dims: np.ndarray, batch: int) -> np.ndarray:
+    """The summation modes (see :func:`train_steps`) under which the kernel reproduces torch's products bit for bit.
+
+    MKL picks its kernel by shape and CPU, and they do not all sum alike: on an AMD EPYC with MKL 2024.2, x·Wᵀ
+    with 4 outputs sums in 4 lanes without FMAs, δᵀ·a with 8 inputs chains without FMAs, and the 64-wide
+    products chain with FMAs. So each layer's forward pass, weight gradient and input gradient is computed once
+    on random data by torch and by the kernel in each candidate order; the order that reproduces torch's result
+    exactly is used (FMA chains if none does: then the two paths differ in the last bit of those sums).
+    Cached per shape and batch size for the process.
+    """
+    key = (tuple(int(d) for d in dims), int(batch))
+    if key in _calibrated:
+        return _calibrated[key]
+    n_layers = len(dims) - 1
+    modes = np.zeros((3, n_layers), dtype=np.int64)
+    modes[1:] = 1
+    rng = np.random.default_rng(0)
+    for layer in range(n_layers):
+        n_in, n_out = int(dims[layer]), int(dims[layer + 1])
+        x = rng.standard_normal((batch, n_in)).astype(np.float32)
+        weight = rng.standard_normal((n_out, n_in)).astype(np.float32)
+        delta = (rng.standard_normal((batch, n_out)) * (rng.random((batch, n_out)) < 0.5)).astype(np.float32)
+        tx, tw, td = th.from_numpy(x), th.from_numpy(weight), th.from_numpy(delta)
+        with th.no_grad():  # what autograd runs for nn.Linear: addmm, then δᵀ·a and δ·W
+            forward = th.addmm(th.zeros(n_out), tx, tw.t()).numpy()
+            grad, below = td.t().mm(tx).numpy(), td.mm(tw).numpy()
+        for lanes in LANE_CANDIDATES:
+            if (lanes == 0 or n_in % lanes == 0) and np.array_equal(
+                probe_layer(x, weight, delta, lanes, True)[0], forward
+            ):
+                modes[0, layer] = lanes
+                break
+        _, grad_unfused, below_unfused = probe_layer(x, weight, delta, 0, False)
+        _, grad_fused, below_fused = probe_layer(x, weight, delta, 0, True)
+        modes[1, layer] = 0 if np.array_equal(grad_unfused, grad) and not np.array_equal(grad_fused, grad) else 1
+        modes[2, layer] = 0 if np.array_equal(below_unfused, below) and not np.array_equal(below_fused, below) else 1
+    _calibrated[key] = modes
+    return modes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binding: flat buffers that the model's own tensors are views of
+# ---------------------------------------------------------------------------------------------------------------
+def _flat_buffer(tensors: list[th.Tensor]) -> tuple[th.Tensor, list[th.Tensor]]:
+    """A flat float32 buffer holding ``tensors`` one after the other, and the views of it shaped like them.
+
+    If the tensors already are exactly such views (a previous binding), their buffer is returned and nothing
+    moves; otherwise a new buffer gets their values and the caller must put the returned views in their place.
+    """
+    first = tensors[0].detach()
+    total = sum(t.numel() for t in tensors)
+    storage = first.untyped_storage()
+    offset = 0
+    consecutive = first.dtype == th.float32 and storage.nbytes() == 4 * total
+    for tensor in tensors:
+        consecutive = (
+            consecutive
+            and tensor.dtype == th.float32
+            and tensor.is_contiguous()
+            and tensor.untyped_storage().data_ptr() == storage.data_ptr()
+            and tensor.storage_offset() == offset
+        )
+        offset += tensor.numel()
+    if consecutive:
+        return first.as_strided((total,), (1,), 0), tensors
+    flat = th.cat([t.detach().reshape(-1).to(th.float32) for t in tensors])
+    views, offset = [], 0
+    for tensor in tensors:
+        views.append(flat[offset : offset + tensor.numel()].view(tensor.shape))
+        offset += tensor.numel()
+    return flat, views
+
+
+def _linear_parameters(sequential: th.nn.Module) -> list[th.nn.Parameter]:
+    """[W0, b0, W1, b1, ...] of a Linear/ReLU stack: the layout of the flat buffers."""
+    return [p for layer in sequential if isinstance(layer, th.nn.Linear) for p in (layer.weight, layer.bias)]
+
+
+class CompiledTrainer:
+    """The fast path's gradient steps through :func:`train_steps`, on flat buffers that the model's tensors view.
+
+    Binding makes the online and the target network's parameters views of one flat float32 buffer each
+    (``param.data = flat[a:b].view_as(param)``: the Parameter objects, which the optimizer and the user hold, stay
+    the same) and Adam's ``exp_avg``, ``exp_avg_sq`` and ``step`` tensors views of three more, placed in the
+    optimizer's state as torch's first ``step()`` would create them. The kernel then updates the very memory that
+    ``state_dict()``, ``save`` and the general path use, and the whole training state crosses into Numba as five
+    arrays per call (with the replay memory's six and the minibatch indices: 15 arrays, ~1 µs of unboxing).
+
+    ``load_state_dict`` on the optimizer replaces its state tensors, ``param.data = ...`` replaces storage:
+    :meth:`ensure_bound`, called before every kernel call, checks that the bound tensors are still the ones in
+    place (data pointers of the parameters, identity of the optimizer's state and its tensors: about a
+    microsecond) and binds again, keeping the current values, when anything was replaced.
+    The model's ``_polyak_pairs`` (the soft update's aliases) are re-pointed to the flat buffers as well: the
+    old per-tensor aliases would otherwise keep updating storage the parameters no longer use.
+    """
+
+    def __init__(self, model: "SoftUpdateDQN") -> None:
+        self.model = model
+        self.vec_width = torch_vector_width()
+        self.bindings = 0
+        self._modes: dict[int, np.ndarray] = {}
+        self.bind()
+
+    @staticmethod
+    def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
+        """Why the torch gradient step must be used for a model the fast path's allow-list accepted, or None."""
+        if not HAS_NUMBA:
+            return "numba is not installed"
+        if not enabled():
+            return f"{ENV_SWITCH}={os.environ.get(ENV_SWITCH)}"
+        group = model.policy.optimizer.param_groups[0]
+        if [id(p) for p in group["params"]] != [id(p) for p in _linear_parameters(model.policy.q_net.q_net)]:
+            return "the optimizer's parameters are not exactly the Q-network's"
+        buffer = model.replay_buffer
+        if buffer.actions.ndim != 3 or buffer.actions.shape[2] != 1:
+            return "actions stored with more than one component"
+        return None
+
+    @classmethod
+    def for_model(cls, model: "SoftUpdateDQN") -> "CompiledTrainer | None":
+        return cls(model) if cls.unsupported_reason(model) is None else None
+
+    def bind(self) -> None:
+        """(Re-)establish the flat buffers and the views of them; values are kept."""
+        model = self.model
+        optimizer = model.policy.optimizer
+        online = _linear_parameters(model.policy.q_net.q_net)
+        target = _linear_parameters(model.policy.q_net_target.q_net)
+        linears = [layer for layer in model.policy.q_net.q_net if isinstance(layer, th.nn.Linear)]
+        self.dims = np.array([linears[0].in_features] + [layer.out_features for layer in linears], dtype=np.int64)
+
+        self.flat_online, views = _flat_buffer(online)
+        for param, view in zip(online, views, strict=True):
+            if view is not param:
+                param.data = view
+        self.flat_target, views = _flat_buffer(target)
+        for param, view in zip(target, views, strict=True):
+            if view is not param:
+                param.data = view
+        # The soft update lerps these aliases: one flat pair instead of one pair per tensor
+        model._polyak_pairs = ([self.flat_online], [self.flat_target])
+
+        states = []
+        for param in online:
+            state = optimizer.state[param]
+            if not {"step", "exp_avg", "exp_avg_sq"} <= state.keys():  # what Adam(fused=True)'s first step creates
+                state.clear()
+                state["step"] = th.zeros((), dtype=th.float32)
+                state["exp_avg"] = th.zeros_like(param, memory_format=th.preserve_format)
+                state["exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
+            states.append(state)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            flat, views = _flat_buffer([state[key] for state in states])
+            for state, view in zip(states, views, strict=True):
+                state[key] = view
+            setattr(self, f"flat_{key}", flat)
+
+        self.optimizer = optimizer
+        self.online, self.target = online, target
+        self.arrays = tuple(
+            t.numpy() for t in (self.flat_online, self.flat_target, self.flat_exp_avg, self.flat_exp_avg_sq)
+        )
+        self.steps = self.flat_step.numpy()
+        # What ensure_bound compares: the parameters' data pointers, the optimizer's state container, its
+        # per-parameter dicts in order, and the tensors in them
+        self._parameters = online + target
+        self._pointers = [p.data_ptr() for p in self._parameters]
+        self._state = optimizer.state
+        self._state_dicts = states
+        self._state_tensors = [(s["exp_avg"], s["exp_avg_sq"], s["step"]) for s in states]
+        self.bindings += 1
+
+    def is_bound(self) -> bool:
+        """Whether the model and its optimizer still hold exactly the bound tensors (about a microsecond)."""
+        optimizer = self.model.policy.optimizer
+        if optimizer is not self.optimizer or optimizer.state is not self._state:
+            return False  # e.g. optimizer.load_state_dict, which replaces the state container
+        for param, pointer in zip(self._parameters, self._pointers, strict=True):
+            if param.data_ptr() != pointer:  # e.g. param.data = ..., or module.to() with a copy
+                return False
+        if len(self._state) != len(self._state_dicts):
+            return False
+        for state, bound, tensors in zip(self._state.values(), self._state_dicts, self._state_tensors, strict=False):
+            if state is not bound:
+                return False
+            exp_avg, exp_avg_sq, step = tensors
+            if state.get("exp_avg") is not exp_avg or state.get("exp_avg_sq") is not exp_avg_sq:
+                return False
+            if state.get("step") is not step:
+                return False
+        return True
+
+    def ensure_bound(self) -> bool:
+        """Bind again if any bound tensor was replaced since; True if that happened."""
+        if self.is_bound():
+            return False
+        self.bind()
+        return True
+
+    def train(self, batch_indices: np.ndarray, env_indices: np.ndarray) -> float:
+        """Gradient steps on the minibatches (batch_indices[k], env_indices[k]); the sum of their losses."""
+        model = self.model
+        buffer = model.replay_buffer
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        params, target, exp_avg, exp_avg_sq = self.arrays
+        return train_steps(
+            buffer.observations,
+            buffer.actions,
+            buffer.next_observations,
+            buffer.rewards,
+            buffer.dones,
+            buffer.timeouts,
+            batch_indices,
+            env_indices,
+            self.dims,
+            params,
+            target,
+            exp_avg,
+            exp_avg_sq,
+            self.steps,
+            float(model.gamma),
+            float(group["lr"]),
+            float(beta1),
+            float(beta2),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            -1.0 if model.max_grad_norm is None else float(model.max_grad_norm),
+            model.loss == "huber",
+            bool(model.double_q),
+            self.modes(batch_indices.shape[1]),
+            self.vec_width,
+        )
+
+    def modes(self, batch: int) -> np.ndarray:
+        """The kernel's summation modes for this network and minibatch size (:func:`calibrate`, looked up once)."""
+        modes = self._modes.get(batch)
+        if modes is None:
+            modes = self._modes[batch] = calibrate(self.dims, batch)
+        return modes
+
+    def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) for a batch of observations, on the bound online weights."""
+        return greedy_actions(self.arrays[0], self.dims, observations)
