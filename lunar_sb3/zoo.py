@@ -56,6 +56,9 @@ def convert_soft_dqn_params(params: dict[str, Any]) -> dict[str, Any]:
             "gradient_steps",
             "loss",
             "double_q",
+            "dueling",
+            "prioritized_replay",
+            "n_steps",
         )
         if key in params
     }
@@ -82,6 +85,10 @@ def sample_soft_dqn_params(
         "net_depth": trial.suggest_int("net_depth", 1, 3),
         "loss": trial.suggest_categorical("loss", ["mse", "huber"]),
         "double_q": trial.suggest_categorical("double_q", [False, True]),
+        # Rainbow-lite components: each combines with every other and with double_q
+        "dueling": trial.suggest_categorical("dueling", [False, True]),
+        "prioritized_replay": trial.suggest_categorical("prioritized_replay", [False, True]),
+        "n_steps": trial.suggest_categorical("n_steps", [1, 3, 5]),
     }
     return convert_soft_dqn_params(params)
 

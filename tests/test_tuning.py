@@ -35,10 +35,13 @@ def test_every_point_of_the_search_space_is_a_valid_model():
         trial = study.ask()
         params = sample_soft_dqn_params(trial, n_actions=4, n_envs=1, additional_args=NO_HER)
         model = SoftUpdateDQN("MlpPolicy", env, **params)  # raises ValueError on an invalid combination
-        assert model.uses_fast_path  # every sampled network is a Linear/ReLU stack trained with Adam
+        assert model.dueling == params["dueling"] and model.prioritized_replay == params["prioritized_replay"]
+        assert model.n_steps == params["n_steps"]
+        if not model.dueling:  # every other sampled network is a Linear/ReLU stack trained with Adam
+            assert model.uses_fast_path or model.prioritized_replay or model.n_steps > 1, model.fast_path_status
         study.tell(trial, 0.0)
-        seen.add((params["loss"], params["double_q"]))
-    assert seen == {("mse", False), ("mse", True), ("huber", False), ("huber", True)}
+        seen.add((params["loss"], params["double_q"], params["dueling"], params["prioritized_replay"]))
+    assert len(seen) == 16  # every combination of loss, Double DQN, dueling and prioritized replay was drawn
 
 
 EDGE_SUGGESTIONS = {
@@ -56,6 +59,9 @@ EDGE_SUGGESTIONS = {
         net_depth=1,
         loss="mse",
         double_q=False,
+        dueling=False,
+        prioritized_replay=False,
+        n_steps=1,
     ),
     "high": dict(
         learning_rate=5e-3,
@@ -71,6 +77,9 @@ EDGE_SUGGESTIONS = {
         net_depth=3,
         loss="huber",
         double_q=True,
+        dueling=True,
+        prioritized_replay=True,
+        n_steps=5,
     ),
 }
 # What SoftUpdateDQN must receive for them: Optuna's net_width/net_depth become one net_arch, the rest passes as is
@@ -87,6 +96,9 @@ EDGE_KWARGS = {
         gradient_steps=1,
         loss="mse",
         double_q=False,
+        dueling=False,
+        prioritized_replay=False,
+        n_steps=1,
         policy_kwargs=dict(net_arch=[32]),
     ),
     "high": dict(
@@ -101,6 +113,9 @@ EDGE_KWARGS = {
         gradient_steps=2,
         loss="huber",
         double_q=True,
+        dueling=True,
+        prioritized_replay=True,
+        n_steps=5,
         policy_kwargs=dict(net_arch=[256, 256, 256]),
     ),
 }
@@ -117,7 +132,7 @@ def test_search_space_edges_are_valid(edge):
     assert model.train_freq.frequency == EDGE_KWARGS[edge]["train_freq"]
     for name in ("batch_size", "buffer_size", "gamma", "tau", "target_update_interval", "exploration_decay"):
         assert getattr(model, name) == EDGE_KWARGS[edge][name], name
-    for name in ("gradient_steps", "loss", "double_q"):
+    for name in ("gradient_steps", "loss", "double_q", "dueling", "prioritized_replay", "n_steps"):
         assert getattr(model, name) == EDGE_KWARGS[edge][name], name
     assert model.lr_schedule(1.0) == pytest.approx(EDGE_KWARGS[edge]["learning_rate"])
 
@@ -248,5 +263,5 @@ def test_tuned_preset_builds_the_recorded_model(tuned_preset, recorded_study):
     assert model.lr_schedule(1.0) == pytest.approx(expected["learning_rate"])
     for name in ("batch_size", "buffer_size", "gamma", "tau", "target_update_interval", "exploration_decay"):
         assert getattr(model, name) == expected[name], name
-    for name in ("gradient_steps", "loss", "double_q"):
+    for name in ("gradient_steps", "loss", "double_q", "dueling", "prioritized_replay", "n_steps"):
         assert getattr(model, name) == expected[name], name
