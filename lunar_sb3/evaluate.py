@@ -34,7 +34,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from lunar_sb3.envs import LAB_ENV_ID
-from lunar_sb3.landing import OUTCOMES, LandingOutcome
+from lunar_sb3.landing import OUTCOMES, LandingOutcome, greedy_episode
 from lunar_sb3.outputs import (
     OneLineArgumentParser,
     OutputError,
@@ -85,15 +85,7 @@ def evaluate_model(
     }
     try:
         for i in range(n_episodes):
-            obs, _ = env.reset(seed=seed + i)
-            episode_return, length, done = 0.0, 0, False
-            while not done:
-                model_obs = obs if vec_normalize is None else vec_normalize.normalize_obs(obs)
-                action, _ = model.predict(model_obs, deterministic=True)
-                obs, reward, terminated, truncated, info = env.step(action)
-                episode_return += float(reward)
-                length += 1
-                done = terminated or truncated
+            episode_return, length, info = greedy_episode(model, env, seed + i, vec_normalize)
             episodes["returns"].append(episode_return)
             episodes["lengths"].append(length)
             episodes["outcomes"].append(info["outcome"])

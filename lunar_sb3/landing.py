@@ -7,6 +7,7 @@ label and the episode's engine use into the final step's ``info``, so evaluation
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -99,3 +100,30 @@ def _touches_ground(leg: Any) -> bool:
     leg still stands; the heuristic's seed-0 landing comes to rest with both flags False.
     """
     return any(edge.contact.touching for edge in leg.contacts)
+
+
+def greedy_episode(
+    model: Any,
+    env: gym.Env,
+    seed: int,
+    vec_normalize: Any = None,
+    on_step: Callable[[int, bool], None] | None = None,
+) -> tuple[float, int, dict[str, Any]]:
+    """Play one greedy episode reset with ``seed``: (return, length, last info).
+
+    The one loop behind evaluation and the landing GIF, so both play exactly the same episodes. Observations go
+    through ``vec_normalize`` (frozen statistics of a normalized run) before the model sees them;
+    ``on_step(step, done)`` is called after every step (the GIF renders a frame there).
+    """
+    obs, _ = env.reset(seed=seed)
+    episode_return, length, done, info = 0.0, 0, False, {}
+    while not done:
+        model_obs = obs if vec_normalize is None else vec_normalize.normalize_obs(obs)
+        action, _ = model.predict(model_obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(action)
+        episode_return += float(reward)
+        length += 1
+        done = terminated or truncated
+        if on_step is not None:
+            on_step(length, done)
+    return episode_return, length, info

@@ -17,7 +17,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-from lunar_sb3.landing import OUTCOMES, LandingOutcome
+from lunar_sb3.landing import OUTCOMES, LandingOutcome, greedy_episode
 from lunar_sb3.outputs import atomic_path
 
 OUTCOME_COLOURS = {
@@ -155,19 +155,18 @@ def landing_gif(
     clips: list[list[Image.Image]] = []
     try:
         for seed in seeds:
-            obs, _ = env.reset(seed=seed)
-            frames, skip, step, episode_return, done = [_shrink(env.render(), scale)], frame_skip, 0, 0.0, False
-            while not done:
-                model_obs = obs if vec_normalize is None else vec_normalize.normalize_obs(obs)
-                action, _ = model.predict(model_obs, deterministic=True)
-                obs, reward, terminated, truncated, info = env.step(action)
-                episode_return += float(reward)
-                step += 1
-                done = terminated or truncated
+            frames, skip = [], frame_skip
+
+            def record(step: int, done: bool) -> None:
+                nonlocal frames, skip
                 if step % skip == 0 or done:
                     frames.append(_shrink(env.render(), scale))
                 if len(frames) > per_episode:  # thin out: keep every other frame and draw half as often
                     frames, skip = frames[::2], skip * 2
+
+            env.reset(seed=seed)  # the first frame: the lander at the top, before any action
+            frames.append(_shrink(env.render(), scale))
+            episode_return, step, info = greedy_episode(model, env, seed, vec_normalize, on_step=record)
             episode = {"seed": seed, "outcome": info["outcome"], "return": round(episode_return, 1), "length": step}
             episodes.append(episode)
             caption = f"seed {seed}: {info['outcome'].replace('_', ' ')}, return {episode_return:.0f}"
