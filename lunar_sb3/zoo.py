@@ -293,12 +293,11 @@ def _learn(original: Callable[..., Any], self: Any, model: Any) -> None:
     """Continued training (``-i``) keeps counting env steps, so ``-n`` adds steps and logs continue."""
     if not self.continue_training:
         return original(self, model)
-    learn = model.learn
-    model.learn = functools.partial(learn, reset_num_timesteps=False)
+    model._keep_step_counter = True  # an attribute, not a wrapped `learn`: checkpoints pickle the model's dict
     try:
         return original(self, model)
     finally:
-        del model.learn
+        model._keep_step_counter = False
 
 
 @_patch("save_trained_model")

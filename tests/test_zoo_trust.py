@@ -65,7 +65,7 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     resumed = _zoo(
         "train",
         *("-i", str(run / "rl_model_3000_steps.zip"), "-n", "1000", "-f", "logs", "--seed", "1"),
-        *("--eval-freq", "-1", "--save-replay-buffer"),
+        *("--eval-freq", "-1", "--save-replay-buffer", "--save-freq", "500"),
         cwd=tmp_path,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -75,6 +75,8 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     assert final.num_timesteps == 4000  # the step counter continues
     assert final.finished_episodes > checkpoint.finished_episodes  # so does the episode count...
     assert final.exploration_rate == pytest.approx(max(0.01, 0.995**final.finished_episodes))  # ...and ε with it
+    # the resumed run's own checkpoints are named by the continued counter, and hold a model, not a whole process
+    assert (final_run / "rl_model_3500_steps.zip").stat().st_size < 1_000_000
     final.load_replay_buffer(final_run / "replay_buffer.pkl")
     # The checkpoint's memory plus the new 1000; SB3's CheckpointCallback runs before step 3000's transition is
     # stored, so the checkpoint holds 2999 (that one transition is the loss, as with SB3's DQN)

@@ -267,13 +267,22 @@ class SoftUpdateDQN(DQN):
                 self.policy.q_net.parameters(), lr=self.lr_schedule(1), **optimizer_kwargs, fused=True
             )
 
-    def _setup_learn(self, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
         # Decided where training starts, since `set_env` may have added a wrapper (e.g. VecNormalize) since setup
         self._fast_trainer = fast_path.FastTrainer.for_model(self)
         why = fast_path.unsupported_reason(self)
         if self.verbose >= 2 or (self.verbose >= 1 and why is not None and self.use_fast_path):
             print(f"SoftUpdateDQN: training on the {'fast path' if why is None else f'general path ({why})'}")
-        return super()._setup_learn(*args, **kwargs)
+        # Set by the zoo for `-i`: a resumed run keeps counting env steps (rl-zoo3 always resets them)
+        reset_num_timesteps = reset_num_timesteps and not getattr(self, "_keep_step_counter", False)
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
 
     @property
     def uses_fast_path(self) -> bool:
@@ -287,7 +296,7 @@ class SoftUpdateDQN(DQN):
         return "fast path" if why is None else f"general path ({why})"
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_fast_trainer", "_polyak_pairs"]
+        return [*super()._excluded_save_params(), "_fast_trainer", "_polyak_pairs", "_keep_step_counter"]
 
     # ------------------------------------------------------------------ exploration
     def _scheduled_exploration_rate(self) -> float:
