@@ -178,7 +178,7 @@ class TinyExtractor(BaseFeaturesExtractor):
     [
         dict(policy_kwargs=dict(features_extractor_class=TinyExtractor)),
         dict(policy_kwargs=dict(optimizer_class=th.optim.SGD)),
-        dict(n_steps=3),
+        dict(optimize_memory_usage=True, replay_buffer_kwargs=dict(handle_timeout_termination=False)),
         dict(policy_kwargs=dict(activation_fn=nn.Tanh)),
     ],
     ids=["features_extractor", "optimizer", "replay_buffer", "activation"],

@@ -37,8 +37,8 @@ def test_every_point_of_the_search_space_is_a_valid_model():
         model = SoftUpdateDQN("MlpPolicy", env, **params)  # raises ValueError on an invalid combination
         assert model.dueling == params["dueling"] and model.prioritized_replay == params["prioritized_replay"]
         assert model.n_steps == params["n_steps"]
-        if not model.dueling:  # every other sampled network is a Linear/ReLU stack trained with Adam
-            assert model.uses_fast_path or model.prioritized_replay or model.n_steps > 1, model.fast_path_status
+        if not model.dueling:  # the fast path covers every other point: Linear/ReLU stacks, Adam, n-step, PER
+            assert model.uses_fast_path, model.fast_path_status
         study.tell(trial, 0.0)
         seen.add((params["loss"], params["double_q"], params["dueling"], params["prioritized_replay"]))
     assert len(seen) == 16  # every combination of loss, Double DQN, dueling and prioritized replay was drawn

@@ -4,6 +4,12 @@ Why: for a 64-64 MLP and a minibatch of 64, a gradient step is ~35 torch operato
 more than their arithmetic. Here the whole step (minibatch gather, TD target, forward pass, hand-derived
 backward pass, gradient clipping, Adam) is one compiled function, called once per ``train``.
 
+The gather is the replay buffer's own (:func:`gather_minibatch`): SB3's one-step transition, or the n-step
+return, discount and bootstrap state that ``NStepReplayBuffer`` computes, with NumPy's summation order. For
+prioritized replay the loss is weighted by the importance-sampling weights as ``td_loss_and_errors`` weights it,
+and the TD errors come back for ``update_priorities``; the lean rollout's upkeep of the sum tree (new transitions
+at the maximum priority) is :func:`set_leaves`.
+
 Same numbers: everything is float32 and summed in the order torch's CPU kernels sum, so that ReLU and argmax
 decisions come out as on the autograd path and the two paths stay together over long runs:
 
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.buffers import NStepReplayBuffer
 
 try:
     from llvmlite import ir
@@ -43,6 +50,9 @@ if TYPE_CHECKING:
     from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
 
 ENV_SWITCH = "LUNAR_SB3_NUMBA"
+# Stand-ins for the kernel's optional arrays (no discount tables, no weights, no TD errors wanted)
+_NO_ARRAY_1D = np.empty(0, dtype=np.float32)
+_NO_ARRAY_2D = np.empty((0, 0), dtype=np.float32)
 
 
 def enabled() -> bool:
@@ -629,6 +639,146 @@ def _adam(
 
 
 @jit
+def _pairwise_block(terms: np.ndarray, start: int, count: int) -> np.float32:
+    """Σ terms[start:start + count] for count <= 128, in the order of NumPy's float32 ``pairwise_sum``.
+
+    Fewer than 8 terms: a chain from −0; else 8 accumulators over blocks of 8, added as
+    ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the remaining terms one by one.
+    """
+    if count < 8:
+        total = np.float32(-0.0)
+        for i in range(start, start + count):
+            total += terms[i]
+        return total
+    r0, r1, r2, r3 = terms[start], terms[start + 1], terms[start + 2], terms[start + 3]
+    r4, r5, r6, r7 = terms[start + 4], terms[start + 5], terms[start + 6], terms[start + 7]
+    i = 8
+    while i < count - count % 8:
+        j = start + i
+        r0 += terms[j]
+        r1 += terms[j + 1]
+        r2 += terms[j + 2]
+        r3 += terms[j + 3]
+        r4 += terms[j + 4]
+        r5 += terms[j + 5]
+        r6 += terms[j + 6]
+        r7 += terms[j + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < count:
+        total += terms[start + i]
+        i += 1
+    return total
+
+
+@jit
+def _pairwise_sum(terms: np.ndarray, start: int, count: int) -> np.float32:
+    """Σ terms[start:start + count] in float32, in the order of NumPy's ``pairwise_sum`` (what ``.sum(axis=1)`` runs).
+
+    Up to 128 terms: :func:`_pairwise_block`; more: the sums of the two halves (the first a multiple of 8 long),
+    each split the same way, added. NumPy recurses; here the split tree is walked with an explicit stack, because
+    Numba's cache cannot reload a recursive function (the process crashes).
+    """
+    if count <= 128:
+        return _pairwise_block(terms, start, count)
+    starts = np.empty(64, np.int64)
+    counts = np.empty(64, np.int64)
+    stages = np.empty(64, np.int64)  # 0: left half next, 1: right half next, 2: add the halves
+    left = np.empty(64, np.float32)
+    starts[0], counts[0], stages[0] = start, count, 0
+    top = 0
+    value = np.float32(0.0)  # the sum of the part finished last
+    while top >= 0:
+        size = counts[top]
+        if size <= 128:
+            value = _pairwise_block(terms, starts[top], size)
+            top -= 1
+            continue
+        half = size // 2
+        half -= half % 8
+        if stages[top] == 0:
+            stages[top] = 1
+            starts[top + 1], counts[top + 1], stages[top + 1] = starts[top], half, 0
+            top += 1
+        elif stages[top] == 1:
+            left[top] = value
+            stages[top] = 2
+            starts[top + 1], counts[top + 1], stages[top + 1] = starts[top] + half, size - half, 0
+            top += 1
+        else:
+            value = left[top] + value
+            top -= 1
+    return value
+
+
+@jit
+def gather_minibatch(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    next_observations: np.ndarray,
+    rewards: np.ndarray,
+    dones: np.ndarray,
+    timeouts: np.ndarray,
+    rows: np.ndarray,
+    envs: np.ndarray,
+    n_step: int,
+    last_valid: int,
+    reward_discounts: np.ndarray,
+    target_discounts: np.ndarray,
+    gamma: float,
+    obs: np.ndarray,
+    next_obs: np.ndarray,
+    taken: np.ndarray,
+    batch_rewards: np.ndarray,
+    batch_dones: np.ndarray,
+    batch_discounts: np.ndarray,
+    terms: np.ndarray,
+) -> None:
+    """The minibatch of slots (rows[b], envs[b]) as SB3 gathers it, into flat float32 arrays.
+
+    ``n_step`` = 0: ``ReplayBuffer._get_samples``: s, a, s′, r, done·(1 − timeout) and the discount γ.
+    ``n_step`` = n: ``NStepReplayBuffer._get_samples``: the transition runs until the first done or timeout within
+    n steps (inclusive), where row ``last_valid`` (the newest, pos − 1) counts as a timeout unless it is a done, as
+    SB3 marks it for the duration of the call; r = Σ_k (r_k·γᵏ)·mask_k summed in NumPy's order, s′ and
+    done·(1 − timeout) of the last step, discount ``target_discounts[steps taken]``. The discount tables are
+    NumPy's own ``γ ** arange`` (float32 powers), so that they are bit for bit the buffer's.
+    """
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    n_in = next_observations.shape[2]
+    buffer_size = rewards.shape[0]
+    for b in range(rows.shape[0]):
+        i, e = rows[b], envs[b]
+        for f in range(n_in):
+            obs[b * n_in + f] = observations[i, e, f]
+        taken[b] = actions[i, e, 0]
+        if n_step == 0:
+            last = i
+            batch_rewards[b] = rewards[i, e]
+            batch_dones[b] = dones[i, e] * (one - timeouts[i, e])
+            batch_discounts[b] = np.float32(gamma)
+        else:
+            end = n_step - 1  # index of the last step taken: the first done or timeout, else n − 1
+            for k in range(n_step):
+                j = (i + k) % buffer_size
+                if dones[j, e] != zero or timeouts[j, e] != zero or j == last_valid:
+                    end = k
+                    break
+            for k in range(n_step):
+                terms[k] = rewards[(i + k) % buffer_size, e] * reward_discounts[k] * (one if k <= end else zero)
+            batch_rewards[b] = _pairwise_sum(terms, 0, n_step)
+            last = (i + end) % buffer_size
+            done = dones[last, e]
+            timeout = timeouts[last, e]
+            if last == last_valid:  # SB3's temporary mark: timeout or not done
+                timeout = one if timeout != zero or done == zero else zero
+            batch_dones[b] = done * (one - timeout)
+            batch_discounts[b] = target_discounts[end + 1]
+        for f in range(n_in):
+            next_obs[b * n_in + f] = next_observations[last, e, f]
+
+
+@jit
 def train_steps(
     observations: np.ndarray,
     actions: np.ndarray,
@@ -638,6 +788,12 @@ def train_steps(
     timeouts: np.ndarray,
     batch_indices: np.ndarray,
     env_indices: np.ndarray,
+    n_step: int,
+    last_valid: int,
+    reward_discounts: np.ndarray,
+    target_discounts: np.ndarray,
+    weights: np.ndarray,
+    td_errors: np.ndarray,
     dims: np.ndarray,
     params: np.ndarray,
     target: np.ndarray,
@@ -658,16 +814,20 @@ def train_steps(
 ) -> float:
     """``len(batch_indices)`` gradient steps of ``SoftUpdateDQN._train_general``; returns the sum of the losses.
 
-    The replay memory arrays are SB3's ``ReplayBuffer`` fields ([position, env, ...]); minibatch k is
-    (batch_indices[k], env_indices[k]). ``params``/``target`` hold [W0, b0, W1, b1, ...] of the online and target
-    Linear/ReLU stacks with widths ``dims``; ``exp_avg``/``exp_avg_sq`` Adam's moments in the same layout and
-    ``steps`` Adam's step per tensor. All of them are updated in place. ``max_grad_norm`` <= 0 means no clipping.
-    ``modes`` ([3, n_layers], from :func:`calibrate`): the summation order of each layer's forward pass (MKL's
-    lanes, 0 for FMA chains), weight gradient and input gradient (1: FMA chains, 0: unfused chains).
+    The replay memory arrays are SB3's ``ReplayBuffer`` fields ([position, env, ...]); minibatch k is the slots
+    (batch_indices[k], env_indices[k]), gathered by :func:`gather_minibatch` (``n_step``, ``last_valid`` and the
+    discount tables are its arguments: 0 for one-step transitions, else ``NStepReplayBuffer``'s returns).
+    ``weights`` ([n_steps, batch], or empty for none): prioritized replay's importance-sampling weights; the loss
+    is then mean_b(w_b·loss_b), as in ``SoftUpdateDQN.td_loss_and_errors``. ``td_errors`` ([n_steps, batch], or
+    empty): receives δ = Q(s, a) − y of each step, computed before that step's update (the new priorities).
+    ``params``/``target`` hold [W0, b0, W1, b1, ...] of the online and target Linear/ReLU stacks with widths
+    ``dims``; ``exp_avg``/``exp_avg_sq`` Adam's moments in the same layout and ``steps`` Adam's step per tensor.
+    All of them are updated in place. ``max_grad_norm`` <= 0 means no clipping. ``modes`` ([3, n_layers], from
+    :func:`calibrate`): the summation order of each layer's forward pass (MKL's lanes, 0 for FMA chains), weight
+    gradient and input gradient (1: FMA chains, 0: unfused chains).
     """
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    gamma32 = np.float32(gamma)
     n_steps, batch = batch_indices.shape
     n_layers = dims.shape[0] - 1
     last = n_layers - 1
@@ -691,23 +851,45 @@ def train_steps(
     taken = np.empty(batch, np.int64)
     next_actions = np.empty(batch, np.int64)
     td_targets = np.empty(batch, np.float32)
+    batch_rewards = np.empty(batch, np.float32)
+    batch_dones = np.empty(batch, np.float32)
+    batch_discounts = np.empty(batch, np.float32)
+    terms = np.empty(max(n_step, 1), np.float32)
     norms = np.empty(2 * n_layers, np.float32)
+    weighted = weights.shape[0] > 0
+    record_errors = td_errors.shape[0] > 0
     # The target network does not change between the gradient steps of one call (Polyak comes after)
     _transpose_weights(target, dims, weight_offsets, target_t)
     loss_sum = 0.0
     for k in range(n_steps):
-        # -- minibatch: ReplayBuffer.sample's gather
-        obs = inputs[0]
-        for b in range(batch):
-            i, e = batch_indices[k, b], env_indices[k, b]
-            for f in range(n_in):
-                obs[b * n_in + f] = observations[i, e, f]
-                next_obs[b * n_in + f] = next_observations[i, e, f]
-            taken[b] = actions[i, e, 0]
+        # -- minibatch: the replay buffer's own gather (one-step or n-step)
+        gather_minibatch(
+            observations,
+            actions,
+            next_observations,
+            rewards,
+            dones,
+            timeouts,
+            batch_indices[k],
+            env_indices[k],
+            n_step,
+            last_valid,
+            reward_discounts,
+            target_discounts,
+            gamma,
+            inputs[0],
+            next_obs,
+            taken,
+            batch_rewards,
+            batch_dones,
+            batch_discounts,
+            terms,
+        )
         _transpose_weights(params, dims, weight_offsets, online_t)
 
-        # -- TD target y = r + (1 − done)·γ·max_a′ Q̂(s′, a′), or Q̂(s′, argmax_a′ Q(s′, a′)) for Double DQN;
-        #    only terminations stop bootstrapping, not time limits
+        # -- TD target y = r + (1 − done)·γ·max_a′ Q̂(s′, a′), or Q̂(s′, argmax_a′ Q(s′, a′)) for Double DQN, with
+        #    the sample's own discount (γⁿ, shorter at an episode end) for n-step returns; only terminations stop
+        #    bootstrapping, not time limits
         if double_q:
             q = _q_values(
                 params, online_t, dims, weight_offsets, bias_offsets, modes, next_obs, batch, ping, pong, scratch, idx
@@ -728,9 +910,7 @@ def train_steps(
                 next_value = q[b * n_actions]
                 for a in range(1, n_actions):
                     next_value = max(next_value, q[b * n_actions + a])
-            i, e = batch_indices[k, b], env_indices[k, b]
-            done = dones[i, e] * (one - timeouts[i, e])
-            td_targets[b] = rewards[i, e] + (one - done) * gamma32 * next_value
+            td_targets[b] = batch_rewards[b] + (one - batch_dones[b]) * batch_discounts[b] * next_value
 
         # -- forward pass on s, keeping every Linear layer's input for the backward pass
         for layer in range(n_layers):
@@ -750,26 +930,46 @@ def train_steps(
                 idx,
             )
 
-        # -- loss on Q(s, a) − y and ∂loss/∂Q(s, a), as torch's mse_loss / smooth_l1_loss (β = 1) and their backward
+        # -- loss on Q(s, a) − y and ∂loss/∂Q(s, a), as torch's mse_loss / smooth_l1_loss (β = 1) and their backward:
+        #    mean reduction: (2/B)·e, or (1/B)·e clamped to ±1/B; weighted mean(w·loss): the mean's 1/B times w
+        #    reaches the unreduced loss's backward as its grad_output g, which gives (2·e)·g, or e·g clamped to ±g
         delta = ping  # ∂L/∂Q ([batch, n_actions]): one non-zero per row, the taken action
         delta[: batch * n_actions] = zero
         norm = np.float32(1.0 / batch) if huber else np.float32(2.0 / batch)
+        inverse_batch = one / np.float32(batch)  # MeanBackward: grad / numel, in float32
         loss = 0.0
         for b in range(batch):
             error = q_values[b * n_actions + taken[b]] - td_targets[b]
+            if record_errors:
+                td_errors[k, b] = error
             if huber:
-                if error <= -one:
+                if error <= -one or error >= one:
+                    sample_loss = abs(float(error)) - 0.5
+                else:
+                    sample_loss = 0.5 * float(error) * float(error)
+            else:
+                sample_loss = float(error) * float(error)
+            if weighted:
+                g = weights[k, b] * inverse_batch
+                loss += float(weights[k, b]) * sample_loss
+                if not huber:
+                    gradient = (np.float32(2.0) * error) * g
+                elif error <= -one:
+                    gradient = -g
+                elif error >= one:
+                    gradient = g
+                else:
+                    gradient = error * g
+            else:
+                loss += sample_loss
+                if not huber:
+                    gradient = norm * error
+                elif error <= -one:
                     gradient = -norm
-                    loss += -float(error) - 0.5
                 elif error >= one:
                     gradient = norm
-                    loss += float(error) - 0.5
                 else:
                     gradient = norm * error
-                    loss += 0.5 * float(error) * float(error)
-            else:
-                gradient = norm * error
-                loss += float(error) * float(error)
             delta[b * n_actions + taken[b]] = gradient
         loss_sum += float(np.float32(loss / batch))
 
@@ -877,6 +1077,29 @@ def greedy_actions(params: np.ndarray, dims: np.ndarray, observations: np.ndarra
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Replay memory upkeep for the lean rollout
+# ---------------------------------------------------------------------------------------------------------------
+@jit
+def set_leaves(tree: np.ndarray, capacity: int, depth: int, first_leaf: int, count: int, value: float) -> None:
+    """Set ``count`` consecutive leaves of a ``SumTree``'s node array to ``value`` and recompute their ancestors.
+
+    The tree ``SumTree.update(leaves, [value] * count)`` leaves behind: there, as here, the leaves are written
+    first and then every ancestor, level by level, is recomputed as the float sum of its two children, so the
+    result does not depend on the order. Here in one compiled call instead of a dozen NumPy ones: the lean rollout
+    does this for every env step of prioritized replay (new transitions get the maximum priority).
+    """
+    low = capacity + first_leaf
+    high = low + count - 1
+    for node in range(low, high + 1):
+        tree[node] = value
+    for _ in range(depth):
+        low >>= 1
+        high >>= 1
+        for parent in range(low, high + 1):
+            tree[parent] = tree[2 * parent] + tree[2 * parent + 1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Calibration: which summation order this torch's BLAS uses for each product, found by asking it
 # ---------------------------------------------------------------------------------------------------------------
 LANE_CANDIDATES = (0, 4, 8, 2, 16)
@@ -969,7 +1192,8 @@ class CompiledTrainer:
     the same) and Adam's ``exp_avg``, ``exp_avg_sq`` and ``step`` tensors views of three more, placed in the
     optimizer's state as torch's first ``step()`` would create them. The kernel then updates the very memory that
     ``state_dict()``, ``save`` and the general path use, and the whole training state crosses into Numba as five
-    arrays per call (with the replay memory's six and the minibatch indices: 15 arrays, ~1 µs of unboxing).
+    arrays per call (with the replay memory's six, the minibatch indices, the discount tables, the weights and the
+    TD errors: 19 arrays, a few µs of unboxing).
 
     ``load_state_dict`` on the optimizer replaces its state tensors, ``param.data = ...`` replaces storage:
     :meth:`ensure_bound`, called before every kernel call, checks that the bound tensors are still the ones in
@@ -984,6 +1208,7 @@ class CompiledTrainer:
         self.vec_width = torch_vector_width()
         self.bindings = 0
         self._modes: dict[int, np.ndarray] = {}
+        self._discounts: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
         self.bind()
 
     @staticmethod
@@ -1082,13 +1307,32 @@ class CompiledTrainer:
         self.bind()
         return True
 
-    def train(self, batch_indices: np.ndarray, env_indices: np.ndarray) -> float:
-        """Gradient steps on the minibatches (batch_indices[k], env_indices[k]); the sum of their losses."""
+    def train(
+        self,
+        batch_indices: np.ndarray,
+        env_indices: np.ndarray,
+        weights: np.ndarray | None = None,
+        td_errors: np.ndarray | None = None,
+    ) -> float:
+        """Gradient steps on the minibatches (batch_indices[k], env_indices[k]); the sum of their losses.
+
+        The buffer decides the gather: n-step returns for an ``NStepReplayBuffer`` (with its own n and γ), the
+        plain transition otherwise. ``weights`` ([steps, batch] float32): importance-sampling weights of the
+        loss; ``td_errors`` ([steps, batch] float32): filled with each step's δ = Q(s, a) − y.
+        """
         model = self.model
         buffer = model.replay_buffer
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         params, target, exp_avg, exp_avg_sq = self.arrays
+        if isinstance(buffer, NStepReplayBuffer):
+            n_step = int(buffer.n_steps)
+            reward_discounts, target_discounts = self._discount_tables(float(buffer.gamma), n_step)
+            # NStepReplayBuffer treats row pos − 1 (Python's index -1 when pos is 0) as the end of its data
+            last_valid = (buffer.pos - 1) % buffer.buffer_size
+        else:
+            n_step, last_valid = 0, -1
+            reward_discounts = target_discounts = _NO_ARRAY_1D
         return train_steps(
             buffer.observations,
             buffer.actions,
@@ -1098,6 +1342,12 @@ class CompiledTrainer:
             buffer.timeouts,
             batch_indices,
             env_indices,
+            n_step,
+            last_valid,
+            reward_discounts,
+            target_discounts,
+            _NO_ARRAY_2D if weights is None else weights,
+            _NO_ARRAY_2D if td_errors is None else td_errors,
             self.dims,
             params,
             target,
@@ -1116,6 +1366,21 @@ class CompiledTrainer:
             self.modes(batch_indices.shape[1]),
             self.vec_width,
         )
+
+    def _discount_tables(self, gamma: float, n_step: int) -> tuple[np.ndarray, np.ndarray]:
+        """γᵏ for the rewards (k < n) and for the bootstrap (k ≤ n), by NumPy's float32 power as the buffer takes them.
+
+        ``NStepReplayBuffer`` computes ``gamma ** arange(n, dtype=float32)`` and ``gamma ** steps.astype(float32)``:
+        the same float32 powers of the same exponents, element by element, as these tables hold.
+        """
+        key = (gamma, n_step)
+        tables = self._discounts.get(key)
+        if tables is None:
+            tables = self._discounts[key] = (
+                np.ascontiguousarray(gamma ** np.arange(n_step, dtype=np.float32), dtype=np.float32),
+                np.ascontiguousarray(gamma ** np.arange(n_step + 1, dtype=np.float32), dtype=np.float32),
+            )
+        return tables
 
     def modes(self, batch: int) -> np.ndarray:
         """The kernel's summation modes for this network and minibatch size (:func:`calibrate`, looked up once)."""

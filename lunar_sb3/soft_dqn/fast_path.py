@@ -9,7 +9,14 @@ run and Adam runs as the single fused kernel that ``Adam(fused=True)`` calls. Ei
 autograd to float rounding or better (ReLU and argmax decisions are then taken identically, which keeps the
 two paths together over long runs). Action selection, where a handful of observations meet the network, runs
 compiled (or in NumPy) on the same weights: a few microseconds instead of tens. The replay memory is sampled
-with the same random calls as SB3's ``ReplayBuffer``, so a seeded run trains on the same minibatches either way.
+with the same random calls as the buffer's own ``sample``, so a seeded run trains on the same minibatches either
+way.
+
+Rainbow-lite's replay runs here too. N-step returns (``NStepReplayBuffer``): the kernel gathers each sample's
+n-step return, discount and bootstrap state as SB3's ``_get_samples`` computes them. Prioritized replay
+(``PrioritizedReplayBuffer``, alone or with n-step returns): the minibatch is drawn from the buffer's sum tree with
+its random calls, the loss is weighted by the importance-sampling weights, and the TD errors of the step go back
+to ``update_priorities``, one gradient step per kernel call (the next draw depends on the new priorities).
 
 The fast path is an allow-list (:func:`unsupported_reason`): it runs only for configurations it implements
 exactly, checked at every ``learn``; anything else (custom features extractors, other buffers, optimizers or
@@ -22,13 +29,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from lunar_sb3.soft_dqn import compiled
+from lunar_sb3.soft_dqn.prioritized import PrioritizedNStepReplayBuffer, PrioritizedReplayBuffer
 
 if TYPE_CHECKING:
     from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
@@ -52,6 +60,9 @@ ADAM_OPTIONS_IMPLEMENTED = {
     "foreach": (None, False, True),
 }
 ADAM_OPTIONS_PASSED = {"params", "lr", "betas", "eps", "weight_decay", "initial_lr"}
+
+# The replay buffers whose sampling the fast path reproduces, by exact type: a subclass may sample otherwise
+FAST_REPLAY_BUFFERS = (ReplayBuffer, NStepReplayBuffer, PrioritizedReplayBuffer, PrioritizedNStepReplayBuffer)
 
 
 def lerp_all(targets: list[th.Tensor], sources: list[th.Tensor], weight: float) -> None:
@@ -156,6 +167,7 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
     if not (HAS_FUSED_ADAM and HAS_FOREACH and HAS_THRESHOLD_BACKWARD):
         return f"this torch {th.__version__} lacks the private kernels the fast path calls"
     q_net = model.policy.q_net
+    buffer = model.replay_buffer
     checks = [
         (model.device.type == "cpu", f"the device {model.device}"),
         (_is_vector_space(model.observation_space), "a non-vector observation space"),
@@ -163,9 +175,10 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
         (type(model.policy) is DQNPolicy, f"the policy {type(model.policy).__name__}"),
         (type(q_net.features_extractor) is FlattenExtractor, "a custom features extractor"),
         (LinearReluStack.supports(getattr(q_net, "q_net", None)), "a network that is not a Linear/ReLU stack"),
-        (type(model.replay_buffer) is ReplayBuffer, f"the replay buffer {type(model.replay_buffer).__name__}"),
+        (type(buffer) in FAST_REPLAY_BUFFERS, f"the replay buffer {type(buffer).__name__}"),
         (not model.optimize_memory_usage, "optimize_memory_usage=True"),
-        (model.n_steps == 1, f"n_steps={model.n_steps}"),
+        # NStepReplayBuffer's discounts are float32 only for a Python float γ (a NumPy float64 makes them float64)
+        (not isinstance(buffer, NStepReplayBuffer) or type(buffer.gamma) in (float, int), "a non-Python-float γ"),
         (model._vec_normalize_env is None, "VecNormalize (the buffer is sampled through its normalisation)"),
         (model.train_freq.unit == TrainFrequencyUnit.STEP, "train_freq counted in episodes"),
         (all(p.dtype == th.float32 for p in model.policy.parameters()), "non-float32 weights"),
@@ -211,7 +224,7 @@ class FastTrainer:
         return batch_inds, env_inds
 
     def sample(self, batch_size: int) -> tuple[th.Tensor, ...]:
-        """A minibatch drawn with exactly the random calls of ``ReplayBuffer.sample``."""
+        """A one-step minibatch drawn with exactly the random calls of ``ReplayBuffer.sample`` (plain buffer)."""
         buffer = self.model.replay_buffer
         batch_inds, env_inds = self._draw_indices(batch_size)
         # Only terminations stop bootstrapping; time-limit truncations do not
@@ -224,13 +237,53 @@ class FastTrainer:
             th.from_numpy(buffer.rewards[batch_inds, env_inds].reshape(-1, 1)),
         )
 
+    def _draw_prioritized(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Leaves and importance-sampling weights as ``PrioritizedReplayBuffer.sample`` computes them.
+
+        The same computations and random calls, so that a seeded run replays the same slots with the same weights
+        on either path; the gather that follows there is the kernel's here.
+        """
+        buffer = self.model.replay_buffer
+        if not buffer.sum_tree.tree[1] > 0.0:
+            raise ValueError("Cannot sample from an empty PrioritizedReplayBuffer")
+        leaves, priorities = buffer.sum_tree.sample(np.random.random(batch_size), use_numba=buffer.use_numba)
+        weights = ((priorities / priorities.min()) ** (-buffer.beta)).astype(np.float32)
+        # The buffer gathers through one-env views whose _get_samples draw env indices with randint(0, 1): NumPy
+        # answers that without drawing, but the calls are made all the same, so that the stream stays the buffer's
+        # whatever a NumPy does there. The n-step gather of several envs runs per env, in increasing env order.
+        if buffer.n_envs > 1 and isinstance(buffer, NStepReplayBuffer):
+            for count in np.bincount(leaves % buffer.n_envs):
+                if count:
+                    np.random.randint(0, 1, size=(int(count),))
+        else:
+            np.random.randint(0, high=1, size=(batch_size,))
+        return leaves, weights
+
     def train(self, gradient_steps: int, batch_size: int) -> float:
-        """Run ``gradient_steps`` steps and return the sum of their losses."""
+        """Run ``gradient_steps`` steps and return the sum of their losses.
+
+        For prioritized replay, each step also sets the priorities of what it replayed (``update_priorities`` with
+        the step's TD errors, as ``_train_general`` does), since the next step draws from them.
+        """
         if self.compiled is None:
             return self._train_torch(gradient_steps, batch_size)
         if self.compiled.ensure_bound():  # something replaced the bound tensors (e.g. a load): views renewed
             self._view_parameters()
-        # All minibatches are drawn first, in the order SB3 draws them; then one compiled call trains on them
+        buffer = self.model.replay_buffer
+        if isinstance(buffer, PrioritizedReplayBuffer):
+            # One kernel call per step: the next minibatch is drawn from the priorities this step sets
+            loss_sum = 0.0
+            td_errors = np.empty((1, batch_size), dtype=np.float32)
+            for _ in range(gradient_steps):
+                leaves, weights = self._draw_prioritized(batch_size)
+                rows, envs = np.divmod(leaves, buffer.n_envs)
+                loss_sum += self.compiled.train(
+                    rows.reshape(1, -1), envs.reshape(1, -1), weights.reshape(1, -1), td_errors
+                )
+                buffer.update_priorities(leaves, td_errors[0])
+            return loss_sum
+        # Uniform replay: all minibatches are drawn first, in the order SB3 draws them; then one compiled call
+        # trains on them (for an n-step buffer the kernel computes the n-step returns of the drawn slots)
         if gradient_steps == 1:
             batch_inds, env_inds = (
                 np.asarray(a, dtype=np.int64).reshape(1, -1) for a in self._draw_indices(batch_size)
@@ -248,37 +301,76 @@ class FastTrainer:
             return self.compiled.greedy_actions(observations)
         return self.q_net.greedy_actions(observations)
 
+    def _torch_minibatch(self, batch_size: int) -> tuple[th.Tensor | float | np.ndarray | None, ...]:
+        """(s, a, s′, done, r, discount, weights, indices) of one minibatch for the torch step.
+
+        The plain buffer is sampled by :meth:`sample` (SB3's random calls without its copies); the others by their
+        own ``sample``, which computes n-step returns and discounts, or draws by priority with weights and leaves.
+        """
+        buffer = self.model.replay_buffer
+        if type(buffer) is ReplayBuffer:
+            return (*self.sample(batch_size), self.model.gamma, None, None)
+        batch = buffer.sample(batch_size, env=None)
+        discounts = self.model.gamma if batch.discounts is None else batch.discounts
+        weights, indices = getattr(batch, "weights", None), getattr(batch, "indices", None)
+        return (
+            batch.observations,
+            batch.actions.long(),
+            batch.next_observations,
+            batch.dones,
+            batch.rewards,
+            discounts,
+            weights,
+            indices,
+        )
+
     @th.no_grad()
     def _train_torch(self, gradient_steps: int, batch_size: int) -> float:
         """The gradient steps with torch kernels: the path when Numba is missing or switched off."""
         model = self.model
         loss_sum = 0.0
+        # MeanBackward's 1/B: the grad 1.0 divided by the count, in float32
+        inverse_batch = th.ones((), dtype=th.float32) / batch_size
         for _ in range(gradient_steps):
-            obs, actions, next_obs, dones, rewards = self.sample(batch_size)
-            # TD target y = r + γ·max_a′ Q̂(s′, a′)·(1 − done), or Q̂(s′, argmax_a′ Q(s′, a′)) for Double DQN
+            obs, actions, next_obs, dones, rewards, discounts, weights, indices = self._torch_minibatch(batch_size)
+            # TD target y = r + γ·max_a′ Q̂(s′, a′)·(1 − done), or Q̂(s′, argmax_a′ Q(s′, a′)) for Double DQN; γ is the
+            # sample's own discount for n-step returns
             next_q_target, _ = self.q_net_target.forward(next_obs)
             if model.double_q:
                 next_actions = self.q_net.forward(next_obs)[0].argmax(dim=1, keepdim=True)
                 next_q = next_q_target.gather(1, next_actions)
             else:
                 next_q = next_q_target.max(dim=1, keepdim=True).values
-            target_q = rewards + (1 - dones) * model.gamma * next_q
+            target_q = rewards + (1 - dones) * discounts * next_q
 
             q_values, inputs = self.q_net.forward(obs)
             error = q_values.gather(1, actions) - target_q
             if model.loss == "mse":
-                loss = error.square().mean()
-                grad_error = error * (2.0 / batch_size)  # ∂ mean(e²) / ∂e
+                per_sample = error.square()
             else:
                 abs_error = error.abs()
-                loss = th.where(abs_error < 1, 0.5 * error.square(), abs_error - 0.5).mean()
-                grad_error = error.clamp(-1.0, 1.0) / batch_size  # ∂ mean(huber(e)) / ∂e
+                per_sample = th.where(abs_error < 1, 0.5 * error.square(), abs_error - 0.5)
+            if weights is None:  # ∂ mean(loss) / ∂e, as the mean-reduced losses' backward
+                loss = per_sample.mean()
+                if model.loss == "mse":
+                    grad_error = error * (2.0 / batch_size)
+                else:
+                    grad_error = error.clamp(-1.0, 1.0) / batch_size
+            else:  # ∂ mean(w·loss) / ∂e: the unreduced losses' backward with grad_output g = w/B
+                loss = (weights * per_sample).mean()
+                g = weights * inverse_batch
+                if model.loss == "mse":
+                    grad_error = (2.0 * error) * g
+                else:
+                    grad_error = th.where(error <= -1.0, -g, th.where(error >= 1.0, g, error * g))
             grad_q = th.zeros_like(q_values).scatter_(1, actions, grad_error)  # only Q(s, a) enters the loss
 
             grads = self.q_net.backward(inputs, grad_q)
             if model.max_grad_norm is not None:
                 clip_grad_norm(grads, model.max_grad_norm)
             self._adam_step(model.policy.optimizer, grads)
+            if indices is not None:  # new priority |δ| + ε for what was replayed, δ from before the step
+                model.replay_buffer.update_priorities(indices, error)
             loss_sum += float(loss)
         return loss_sum
 

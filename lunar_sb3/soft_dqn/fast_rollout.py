@@ -5,6 +5,12 @@ actions), stores the same transitions, keeps the callback contract (``update_loc
 vec-env step, ``False`` stops training) and the Monitor statistics and logs. What it skips is the work a
 1-D observation, discrete-action, un-normalised env does not need: ``deepcopy`` of observations and infos,
 ``predict``'s input checks, per-step ``info`` scans when no episode ended, and torch for a batch-of-one forward.
+
+Transitions are written into the buffer's arrays as ``ReplayBuffer.add`` writes them (``NStepReplayBuffer`` adds
+nothing to that: its n-step returns are computed when sampling). ``PrioritizedReplayBuffer.add`` also gives the new
+row the largest priority seen so far, so that it is replayed soon; that is done here too, leaving the same sum tree
+(with Numba in one compiled call, else with the buffer's own ``sum_tree.update``): without it the new transitions
+would keep priority 0 and never be sampled.
 """
 
 from typing import TYPE_CHECKING
@@ -14,6 +20,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from lunar_sb3.soft_dqn import compiled
+from lunar_sb3.soft_dqn.prioritized import PrioritizedReplayBuffer
 
 if TYPE_CHECKING:
     from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
@@ -74,6 +83,8 @@ def collect_rollouts(
 ) -> RolloutReturn:
     buffer = model.replay_buffer
     n_envs = env.num_envs
+    prioritized = isinstance(buffer, PrioritizedReplayBuffer)
+    compiled_upkeep = prioritized and model._fast_trainer.compiled is not None  # Numba is in use
     num_collected_steps, num_collected_episodes = 0, 0
     # What callbacks see: the names and values of SB3's rollout locals, so a callback written for DQN works here
     rollout_locals = dict(
@@ -131,6 +142,14 @@ def collect_rollouts(
         buffer.dones[pos] = dones
         if buffer.handle_timeout_termination:
             buffer.timeouts[pos] = timeouts
+        if prioritized:  # what PrioritizedReplayBuffer.add does after storing the row: max priority for its slots
+            priority = buffer.max_priority**buffer.alpha
+            tree = buffer.sum_tree
+            if compiled_upkeep:
+                compiled.set_leaves(tree.tree, tree.capacity, tree.depth, pos * n_envs, n_envs, priority)
+            else:
+                leaves = np.arange(pos * n_envs, (pos + 1) * n_envs, dtype=np.int64)
+                tree.update(leaves, np.full(n_envs, priority), use_numba=buffer.use_numba)
         buffer.pos += 1
         if buffer.pos == buffer.buffer_size:
             buffer.full, buffer.pos = True, 0

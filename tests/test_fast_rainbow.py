@@ -1,0 +1,253 @@
+"""Rainbow-lite replay on the fast path: n-step returns and prioritized replay compute what the general path does.
+
+The pairs below train from one state on the same minibatches (NumPy seeded alike before every ``train``): the
+fast model through the compiled kernel (or its torch fallback), the other through ``_train_general`` and
+autograd, sampling with the buffer's own ``sample``. Their memories come from LunarLander episodes cut at 80 steps,
+so n-step transitions run into terminations, time limits and (in a full buffer) the newest row.
+"""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
+
+from lunar_sb3 import SoftUpdateDQN
+from lunar_sb3.soft_dqn import compiled
+from lunar_sb3.soft_dqn.prioritized import PrioritizedNStepReplayBuffer, PrioritizedReplayBuffer
+
+REPLAYS = {
+    "n_step": (dict(n_steps=3), NStepReplayBuffer),
+    "prioritized": (dict(prioritized_replay=True), PrioritizedReplayBuffer),
+    "both": (dict(n_steps=3, prioritized_replay=True), PrioritizedNStepReplayBuffer),
+}
+
+
+def general_path(model: SoftUpdateDQN) -> SoftUpdateDQN:
+    """Force the plain path: SB3's rollout loop and autograd gradients."""
+    model.use_fast_path = False
+    model._fast_trainer = None  # also for direct `train()` calls, which do not pass through `learn`
+    return model
+
+
+def short_lander() -> gym.Env:
+    """LunarLander with episodes cut at 80 steps: random play then ends in time limits and in crashes alike."""
+    return gym.make("LunarLander-v2", max_episode_steps=80)
+
+
+def filled_pair(replay: str, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
+    """Two identical models (fast, general) whose replay memories (and priorities) are the same.
+
+    3,000 transitions in a memory of 2,000: the buffer has wrapped, so n-step sequences also cross its end and run
+    into row pos − 1, which ``NStepReplayBuffer`` treats as the end of the data.
+    """
+    options = {**REPLAYS[replay][0], "buffer_size": 2000, **kwargs}
+    fast = SoftUpdateDQN("MlpPolicy", short_lander(), seed=0, learning_starts=3000, **options)
+    fast.learn(3000)  # warm-up only: random actions, no gradient step
+    plain = general_path(SoftUpdateDQN("MlpPolicy", short_lander(), seed=0, **options))
+    plain.set_logger(Logger(folder=None, output_formats=[]))
+    plain.replay_buffer = copy.deepcopy(fast.replay_buffer)
+    plain.q_net.load_state_dict(fast.q_net.state_dict())
+    plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
+    for model in (fast, plain):
+        model._current_progress_remaining = 0.5  # prioritized replay's β = 0.4 + 0.6 · 0.5 = 0.7 in both
+    buffer = fast.replay_buffer
+    assert type(buffer) is REPLAYS[replay][1] and buffer.full and buffer.pos == 1000
+    terminations = np.count_nonzero(buffer.dones * (1 - buffer.timeouts))
+    assert terminations > 5 and np.count_nonzero(buffer.timeouts) > 5  # both kinds of episode end are in there
+    assert fast.uses_fast_path and not plain.uses_fast_path
+    return fast, plain
+
+
+def train_alike(models: tuple[SoftUpdateDQN, ...], calls: int, gradient_steps: int = 1) -> None:
+    """``train`` calls on the same minibatches for every model, each followed by a soft target update."""
+    for call in range(calls):
+        for model in models:
+            np.random.seed(call)
+            model._due_target_updates = 1
+            model.train(gradient_steps=gradient_steps, batch_size=64)
+
+
+def assert_same_training_state(model: SoftUpdateDQN, reference: SoftUpdateDQN) -> None:
+    """Weights, Adam's moments and step counts, and (for prioritized replay) every priority, within 1e-5."""
+    for net in ("q_net", "q_net_target"):
+        pairs = zip(getattr(model, net).parameters(), getattr(reference, net).parameters(), strict=True)
+        for p_model, p_reference in pairs:
+            assert p_model.abs().sum() > 0
+            th.testing.assert_close(p_model, p_reference, rtol=0, atol=1e-5)
+    states = zip(model.policy.optimizer.state.values(), reference.policy.optimizer.state.values(), strict=True)
+    for s_model, s_reference in states:
+        assert float(s_model["step"]) == float(s_reference["step"])
+        th.testing.assert_close(s_model["exp_avg"], s_reference["exp_avg"], rtol=0, atol=1e-5)
+        th.testing.assert_close(s_model["exp_avg_sq"], s_reference["exp_avg_sq"], rtol=1e-5, atol=1e-5)
+    if isinstance(model.replay_buffer, PrioritizedReplayBuffer):
+        tree, reference_tree = model.replay_buffer.sum_tree, reference.replay_buffer.sum_tree
+        np.testing.assert_allclose(tree.tree, reference_tree.tree, rtol=1e-5, atol=0)
+        assert model.replay_buffer.max_priority == pytest.approx(reference.replay_buffer.max_priority, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "loss, double_q, max_grad_norm", [("mse", False, None), ("huber", True, 1.0)], ids=["mse", "huber-double-clip"]
+)
+@pytest.mark.parametrize("replay", list(REPLAYS))
+def test_fast_step_equals_autograd_after_1000_steps(replay, loss, double_q, max_grad_norm):
+    fast, plain = filled_pair(replay, loss=loss, double_q=double_q, max_grad_norm=max_grad_norm, tau=0.01)
+    if compiled.enabled():  # the kernel (its torch fallback is tested below)
+        assert fast._fast_trainer.gradient_step == "compiled"
+    train_alike((fast, plain), 1000)
+    assert_same_training_state(fast, plain)
+    fast_loss, plain_loss = (model.logger.name_to_value["train/loss"] for model in (fast, plain))
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5)
+    if replay != "n_step":  # the priorities really moved apart: sampling was non-uniform for most of the run
+        assert np.unique(fast.replay_buffer.sum_tree.leaves).size > 500
+
+
+@pytest.mark.parametrize("replay", list(REPLAYS))
+def test_several_gradient_steps_per_train(replay):
+    """Several steps per ``train`` replay what the general path replays, step after step.
+
+    Uniform n-step replay draws every minibatch first and trains on them in one kernel call; prioritized replay
+    must draw each from the priorities the step before it set.
+    """
+    fast, plain = filled_pair(replay, tau=0.01)
+    train_alike((fast, plain), 100, gradient_steps=3)
+    assert fast._n_updates == plain._n_updates == 300
+    assert_same_training_state(fast, plain)
+
+
+@pytest.mark.parametrize("replay", list(REPLAYS))
+def test_torch_fallback_equals_autograd(monkeypatch, replay):
+    """LUNAR_SB3_NUMBA=0: the fast path's torch step, which samples with the buffer's own ``sample``."""
+    monkeypatch.setenv(compiled.ENV_SWITCH, "0")
+    fast, plain = filled_pair(replay, loss="huber", tau=0.01)
+    assert fast._fast_trainer.compiled is None and fast._fast_trainer.gradient_step.startswith("torch (")
+    train_alike((fast, plain), 200)
+    assert_same_training_state(fast, plain)
+
+
+@pytest.mark.parametrize(
+    "replay, n_envs", [("n_step", 4), ("prioritized", 1), ("prioritized", 4), ("both", 1), ("both", 4)]
+)
+def test_seeded_runs_fill_identical_memories_and_priorities(replay, n_envs):
+    """The lean rollout stores what ``buffer.add`` stores, new transitions included at the maximum priority."""
+
+    def run(force_general: bool) -> SoftUpdateDQN:
+        env = make_vec_env("LunarLander-v2", n_envs=n_envs, seed=7)
+        model = SoftUpdateDQN("MlpPolicy", env, seed=7, exploration_decay=0.9, **REPLAYS[replay][0])
+        if force_general:
+            general_path(model)
+        return model.learn(4000)
+
+    fast, plain = run(False), run(True)
+    assert fast.uses_fast_path and not plain.uses_fast_path  # two different paths really ran
+    for name in ("num_timesteps", "finished_episodes", "_n_updates", "target_updates"):
+        assert getattr(fast, name) == getattr(plain, name), name
+    assert fast._n_updates > 900 // n_envs
+    assert fast.exploration_rate == plain.exploration_rate < 0.5  # greedy actions were taken too
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(fast.replay_buffer, name), getattr(plain.replay_buffer, name), name)
+    assert fast.replay_buffer.pos == plain.replay_buffer.pos
+    assert_same_training_state(fast, plain)
+
+
+@pytest.mark.parametrize("numba", ["1", "0"], ids=["compiled", "torch-step"])
+def test_the_lean_rollout_gives_new_transitions_the_maximum_priority(monkeypatch, numba):
+    """Without this, the rows written by the fast rollout would keep priority 0 and never be replayed."""
+    monkeypatch.setenv(compiled.ENV_SWITCH, numba)
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=0, prioritized_replay=True, learning_starts=10_000)
+    model.learn(500)
+    assert model.uses_fast_path
+    buffer = model.replay_buffer
+    leaves = buffer.sum_tree.leaves
+    np.testing.assert_array_equal(leaves[:500], 1.0)  # max_priority 1 to the power α
+    assert not leaves[500:].any()
+    buffer.max_priority = 4.0
+    model.learn(20, reset_num_timesteps=False)
+    np.testing.assert_array_equal(leaves[500:520], 4.0**buffer.alpha)
+    assert not leaves[520:].any()
+    # every parent the float sum of its two children, as SumTree.update and SumTree.rebuild leave them
+    rebuilt = copy.deepcopy(buffer.sum_tree)
+    rebuilt.rebuild(leaves.copy())
+    np.testing.assert_array_equal(buffer.sum_tree.tree, rebuilt.tree)
+
+
+@pytest.mark.parametrize("replay", list(REPLAYS))
+def test_rainbow_replays_use_the_fast_path_and_dueling_does_not(replay):
+    options = REPLAYS[replay][0]
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", **options)
+    assert model.uses_fast_path and model.fast_path_status == "fast path"
+    dueling = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", dueling=True, **options)
+    assert not dueling.uses_fast_path and "DuelingDQNPolicy" in dueling.fast_path_status
+
+
+def test_a_buffer_subclass_is_not_taken_for_its_base():
+    """The allow-list is by exact type: a subclass may sample otherwise (here: plain γ instead of n-step)."""
+
+    class OneStepNStepBuffer(NStepReplayBuffer):
+        def _get_samples(self, batch_inds, env=None):  # noqa: ANN001, ANN202
+            return ReplayBuffer._get_samples(self, batch_inds, env)
+
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", replay_buffer_class=OneStepNStepBuffer)
+    assert not model.uses_fast_path and "OneStepNStepBuffer" in model.fast_path_status
+
+
+# ---- the kernel's gather against SB3's own, bit for bit
+@pytest.mark.skipif(not compiled.HAS_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("full", [False, True], ids=["filling", "full"])
+@pytest.mark.parametrize("n_step", [0, 1, 3, 10, 150])
+def test_gather_is_sb3s_get_samples(n_step, full):
+    """n_step = 0 is ``ReplayBuffer._get_samples``, n ≥ 1 ``NStepReplayBuffer._get_samples`` with n steps.
+
+    10 and 150 steps take NumPy's other summation orders (8 accumulators; halves) for the n-step returns.
+    """
+    size, n_envs, batch, gamma = 400, 3, 256, 0.97
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(5,), dtype=np.float32)
+    if n_step == 0:
+        buffer = ReplayBuffer(size * n_envs, observation_space, spaces.Discrete(4), device="cpu", n_envs=n_envs)
+    else:  # (SB3 divides the size among the envs)
+        buffer = NStepReplayBuffer(
+            size * n_envs, observation_space, spaces.Discrete(4), "cpu", n_envs, n_steps=n_step, gamma=gamma
+        )
+    assert buffer.buffer_size == size
+    rng = np.random.default_rng(n_step)
+    buffer.observations[:] = rng.standard_normal(buffer.observations.shape, dtype=np.float32)
+    buffer.next_observations[:] = rng.standard_normal(buffer.next_observations.shape, dtype=np.float32)
+    buffer.actions[:] = rng.integers(0, 4, size=buffer.actions.shape)
+    buffer.rewards[:] = rng.standard_normal(buffer.rewards.shape) * 10.0 ** rng.integers(-3, 3, buffer.rewards.shape)
+    buffer.dones[:] = rng.random(buffer.dones.shape) < (0.01 if n_step == 150 else 0.15)
+    buffer.timeouts[:] = buffer.dones * (rng.random(buffer.dones.shape) < 0.5)  # a time limit is also a done
+    buffer.full, buffer.pos = (True, 123) if full else (False, 300)
+    rows = rng.integers(0, size if full else buffer.pos, size=batch)
+    rows[:4] = [buffer.pos - 1, buffer.pos - 2, size - 1, 0]  # the newest rows, and across the buffer's end
+    np.random.seed(0)
+    envs = np.random.randint(0, n_envs, size=batch)  # what _get_samples draws below
+    np.random.seed(0)
+    expected = buffer._get_samples(rows)
+    timeouts_before = buffer.timeouts.copy()
+
+    obs, next_obs = np.empty(batch * 5, np.float32), np.empty(batch * 5, np.float32)
+    taken = np.empty(batch, np.int64)
+    rewards, dones, discounts = (np.empty(batch, np.float32) for _ in range(3))
+    tables = (gamma ** np.arange(n_step, dtype=np.float32), gamma ** np.arange(n_step + 1, dtype=np.float32))
+    compiled.gather_minibatch(
+        *(buffer.observations, buffer.actions, buffer.next_observations),
+        *(buffer.rewards, buffer.dones, buffer.timeouts, rows, envs),
+        *(n_step, (buffer.pos - 1) % size, *tables, 0.99),
+        *(obs, next_obs, taken, rewards, dones, discounts, np.empty(max(n_step, 1), np.float32)),
+    )
+    np.testing.assert_array_equal(buffer.timeouts, timeouts_before)  # SB3's temporary mark was reverted
+    np.testing.assert_array_equal(obs.reshape(batch, 5), expected.observations.numpy())
+    np.testing.assert_array_equal(taken, expected.actions.numpy()[:, 0])
+    np.testing.assert_array_equal(next_obs.reshape(batch, 5), expected.next_observations.numpy())
+    np.testing.assert_array_equal(rewards, expected.rewards.numpy()[:, 0])
+    np.testing.assert_array_equal(dones, expected.dones.numpy()[:, 0])
+    if n_step == 0:
+        assert expected.discounts is None and np.all(discounts == np.float32(0.99))
+    else:
+        np.testing.assert_array_equal(discounts, expected.discounts.numpy()[:, 0])
+        assert n_step == 1 or len(np.unique(discounts)) > 1  # some transitions were cut short by an episode end
