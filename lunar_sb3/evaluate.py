@@ -126,11 +126,27 @@ def format_summary(summary: dict, title: str = "") -> str:
 def load_model(path: str | Path) -> BaseAlgorithm:
     """Load a ``SoftUpdateDQN`` or SB3 ``DQN`` zip, choosing the class from the zip's saved attributes.
 
+    The saved ``verbose`` is dropped: evaluating a model trained with ``verbose=2`` should not print training
+    diagnostics.
+
+    :raises ValueError: if the file is not an SB3 model zip of a DQN (see :func:`model_class_of`)
+    """
+    cls = model_class_of(path)
+    try:
+        return cls.load(path, device="cpu", custom_objects={"verbose": 0})
+    except Exception as error:  # anything SB3 or torch raise on a broken or foreign zip
+        raise ValueError(
+            f"{path} could not be loaded as a {cls.__name__} model ({type(error).__name__}: {error})"
+        ) from error
+
+
+def model_class_of(path: str | Path) -> type[BaseAlgorithm]:
+    """``SoftUpdateDQN`` or ``DQN``, read from a model zip without loading its networks.
+
     ``SoftUpdateDQN.load`` would also accept a plain ``DQN`` zip (and vice versa), silently giving it the other
     class's defaults, so the class is decided from the data instead: only a ``SoftUpdateDQN`` saves the
     attributes in ``_SOFT_UPDATE_DQN_KEYS``. Another algorithm's zip (PPO, SAC, QR-DQN ...) is recognised by its
-    policy class and refused with its name, instead of failing somewhere inside DQN's loader. The saved
-    ``verbose`` is dropped: evaluating a model trained with ``verbose=2`` should not print training diagnostics.
+    policy class and refused with its name, instead of failing somewhere inside DQN's loader.
 
     :raises ValueError: if the file is not an SB3 model zip of a DQN
     """
@@ -149,13 +165,7 @@ def load_model(path: str | Path) -> BaseAlgorithm:
             f"{path} holds a model of another algorithm ({_algorithm_name(data, policy_class)}): "
             "evaluate takes SoftUpdateDQN or SB3 DQN models"
         )
-    cls = SoftUpdateDQN if _SOFT_UPDATE_DQN_KEYS & data.keys() else DQN
-    try:
-        return cls.load(path, device="cpu", custom_objects={"verbose": 0})
-    except Exception as error:  # anything SB3 or torch raise on a broken or foreign zip
-        raise ValueError(
-            f"{path} could not be loaded as a {cls.__name__} model ({type(error).__name__}: {error})"
-        ) from error
+    return SoftUpdateDQN if _SOFT_UPDATE_DQN_KEYS & data.keys() else DQN
 
 
 def _saved_policy_class(path: str | Path, data: dict) -> type:

@@ -226,10 +226,10 @@ def _read_hyperparameters(original: Callable[..., Any], self: Any) -> tuple[dict
 def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
     """Bad values (``tau:5``), an env with continuous actions, a broken ``-i`` file: one line, not a traceback."""
     if self.continue_training:
-        from lunar_sb3.evaluate import load_model  # recognises another algorithm's zip by its policy class
+        from lunar_sb3.evaluate import model_class_of  # recognises another algorithm's zip by its policy class
 
         try:
-            load_model(self.trained_agent)
+            model_class_of(self.trained_agent)
         except ValueError as error:
             _fail(f"-i {error}")
     try:
