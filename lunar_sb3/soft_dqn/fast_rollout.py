@@ -143,13 +143,12 @@ def collect_rollouts(
         if buffer.handle_timeout_termination:
             buffer.timeouts[pos] = timeouts
         if prioritized:  # what PrioritizedReplayBuffer.add does after storing the row: max priority for its slots
-            priority = buffer.max_priority**buffer.alpha
-            tree = buffer.sum_tree
-            if compiled_upkeep:
+            if compiled_upkeep:  # the same tree in one compiled call instead of a dozen NumPy ones
+                tree = buffer.sum_tree
+                priority = buffer.max_priority**buffer.alpha
                 compiled.set_leaves(tree.tree, tree.capacity, tree.depth, pos * n_envs, n_envs, priority)
             else:
-                leaves = np.arange(pos * n_envs, (pos + 1) * n_envs, dtype=np.int64)
-                tree.update(leaves, np.full(n_envs, priority), use_numba=buffer.use_numba)
+                buffer.give_max_priority(pos)
         buffer.pos += 1
         if buffer.pos == buffer.buffer_size:
             buffer.full, buffer.pos = True, 0

@@ -335,6 +335,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         """Store one row of ``n_envs`` transitions, each at the maximum priority so it is replayed soon."""
         row = self.pos
         super().add(obs, next_obs, action, reward, done, infos)
+        self.give_max_priority(row)
+
+    def give_max_priority(self, row: int) -> None:
+        """Set the ``n_envs`` slots of ``row`` to the largest priority seen so far (what every new row gets)."""
         leaves = np.arange(row * self.n_envs, (row + 1) * self.n_envs, dtype=np.int64)
         priorities = np.full(self.n_envs, self.max_priority**self.alpha)
         self.sum_tree.update(leaves, priorities, use_numba=self.use_numba)
