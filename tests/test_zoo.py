@@ -6,7 +6,6 @@ One short training run is shared by the tests that need a trained agent; budgets
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from zoo_helpers import check as _check
+from zoo_helpers import describe as _describe
+from zoo_helpers import load as _load
+from zoo_helpers import run_dir as _run_dir
+from zoo_helpers import zoo_env as _env
 
 ENV_ID = "LunarLander-v2"
 ALGO = "soft_dqn"
@@ -33,15 +37,6 @@ LAB_HYPERPARAMETERS = {
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _env(pythonpath_prepend: Path | None = None, **overrides: str) -> dict[str, str]:
-    """The current environment, made reproducible and headless, with the start-up hook on unless overridden."""
-    env = dict(os.environ)
-    env.pop("LUNAR_SB3_AUTOLOAD", None)
-    env.update(PYTHONHASHSEED="0", MPLBACKEND="Agg", SDL_VIDEODRIVER="dummy")
-    if pythonpath_prepend is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pythonpath_prepend), env.get("PYTHONPATH")) if p)
-    env.update(overrides)
-    return env
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,28 +52,6 @@ def _python(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
 def _zoo(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m rl_zoo3.<script> --algo soft_dqn --env LunarLander-v2 <args>``."""
     return _python("-m", f"rl_zoo3.{script}", "--algo", ALGO, "--env", ENV_ID, *args, cwd=cwd, env=env)
-
-
-def _describe(proc: subprocess.CompletedProcess[str], chars: int = 3000) -> str:
-    return (
-        f"command: {' '.join(map(str, proc.args))}\nexit code: {proc.returncode}\n"
-        f"--- stdout (tail) ---\n{proc.stdout[-chars:]}\n--- stderr (tail) ---\n{proc.stderr[-chars:]}"
-    )
-
-
-def _check(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, _describe(proc)
-    return proc
-
-
-def _run_dir(log_folder: Path, exp_id: int = 1) -> Path:
-    return log_folder / ALGO / f"{ENV_ID}_{exp_id}"
-
-
-def _load(zip_path: Path):  # type: ignore[no-untyped-def]
-    from lunar_sb3 import SoftUpdateDQN
-
-    return SoftUpdateDQN.load(zip_path, device="cpu")
 
 
 def _assert_trained_with_packaged_yaml(log_folder: Path, proc: subprocess.CompletedProcess[str]) -> None:

@@ -5,7 +5,6 @@ Every zoo command runs in a real subprocess (``sys.executable -m rl_zoo3.<script
 are tiny on purpose. One custom-configuration run is shared by the configuration and the video tests.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from zoo_helpers import check as _check
+from zoo_helpers import describe as _describe
+from zoo_helpers import load as _load
+from zoo_helpers import run_dir as _run_dir
+from zoo_helpers import zoo_env as _env
 
 ENV_ID = "LunarLander-v2"
 ALGO = "soft_dqn"
@@ -20,41 +24,12 @@ TIMEOUT = 600  # seconds per subprocess: generous, the machine is small and shar
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _env(**overrides: str) -> dict[str, str]:
-    """The current environment, made reproducible and headless, with the start-up hook on."""
-    env = dict(os.environ)
-    env.pop("LUNAR_SB3_AUTOLOAD", None)
-    env.update(PYTHONHASHSEED="0", MPLBACKEND="Agg", SDL_VIDEODRIVER="dummy")
-    env.update(overrides)
-    return env
 
 
 def _zoo(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m rl_zoo3.<script> --algo soft_dqn --env LunarLander-v2 <args>``."""
     command = [sys.executable, "-m", f"rl_zoo3.{script}", "--algo", ALGO, "--env", ENV_ID, *args]
     return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def _describe(proc: subprocess.CompletedProcess[str], chars: int = 3000) -> str:
-    return (
-        f"command: {' '.join(map(str, proc.args))}\nexit code: {proc.returncode}\n"
-        f"--- stdout (tail) ---\n{proc.stdout[-chars:]}\n--- stderr (tail) ---\n{proc.stderr[-chars:]}"
-    )
-
-
-def _check(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, _describe(proc)
-    return proc
-
-
-def _run_dir(log_folder: Path, exp_id: int = 1) -> Path:
-    return log_folder / ALGO / f"{ENV_ID}_{exp_id}"
-
-
-def _load(zip_path: Path):  # type: ignore[no-untyped-def]
-    from lunar_sb3 import SoftUpdateDQN
-
-    return SoftUpdateDQN.load(zip_path, device="cpu")
 
 
 def exhaust_pixels(frame: np.ndarray) -> int:
