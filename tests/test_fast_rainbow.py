@@ -1,4 +1,4 @@
-"""Rainbow-lite replay on the fast path: n-step returns and prioritized replay compute what the general path does.
+"""Rainbow-lite on the fast path: n-step returns, prioritized replay and dueling compute what the general path does.
 
 The pairs below train from one state on the same minibatches (NumPy seeded alike before every ``train``): the
 fast model through the compiled kernel (or its torch fallback), the other through ``_train_general`` and
@@ -19,6 +19,7 @@ from stable_baselines3.common.logger import Logger
 
 from lunar_sb3 import SoftUpdateDQN
 from lunar_sb3.soft_dqn import compiled
+from lunar_sb3.soft_dqn.policies import DuelingDQNPolicy, DuelingQNetwork
 from lunar_sb3.soft_dqn.prioritized import PrioritizedNStepReplayBuffer, PrioritizedReplayBuffer
 
 REPLAYS = {
@@ -26,6 +27,7 @@ REPLAYS = {
     "prioritized": (dict(prioritized_replay=True), PrioritizedReplayBuffer),
     "both": (dict(n_steps=3, prioritized_replay=True), PrioritizedNStepReplayBuffer),
 }
+ALL_REPLAYS = {"uniform": (dict(), ReplayBuffer), **REPLAYS}
 
 
 def general_path(model: SoftUpdateDQN) -> SoftUpdateDQN:
@@ -46,7 +48,7 @@ def filled_pair(replay: str, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
     3,000 transitions in a memory of 2,000: the buffer has wrapped, so n-step sequences also cross its end and run
     into row pos − 1, which ``NStepReplayBuffer`` treats as the end of the data.
     """
-    options = {**REPLAYS[replay][0], "buffer_size": 2000, **kwargs}
+    options = {**ALL_REPLAYS[replay][0], "buffer_size": 2000, **kwargs}
     fast = SoftUpdateDQN("MlpPolicy", short_lander(), seed=0, learning_starts=3000, **options)
     fast.learn(3000)  # warm-up only: random actions, no gradient step
     plain = general_path(SoftUpdateDQN("MlpPolicy", short_lander(), seed=0, **options))
@@ -57,7 +59,7 @@ def filled_pair(replay: str, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
     for model in (fast, plain):
         model._current_progress_remaining = 0.5  # prioritized replay's β = 0.4 + 0.6 · 0.5 = 0.7 in both
     buffer = fast.replay_buffer
-    assert type(buffer) is REPLAYS[replay][1] and buffer.full and buffer.pos == 1000
+    assert type(buffer) is ALL_REPLAYS[replay][1] and buffer.full and buffer.pos == 1000
     terminations = np.count_nonzero(buffer.dones * (1 - buffer.timeouts))
     assert terminations > 5 and np.count_nonzero(buffer.timeouts) > 5  # both kinds of episode end are in there
     assert fast.uses_fast_path and not plain.uses_fast_path
@@ -176,13 +178,95 @@ def test_the_lean_rollout_gives_new_transitions_the_maximum_priority(monkeypatch
     np.testing.assert_array_equal(buffer.sum_tree.tree, rebuilt.tree)
 
 
+@pytest.mark.parametrize("dueling", [False, True], ids=["plain", "dueling"])
 @pytest.mark.parametrize("replay", list(REPLAYS))
-def test_rainbow_replays_use_the_fast_path_and_dueling_does_not(replay):
-    options = REPLAYS[replay][0]
-    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", **options)
+def test_rainbow_options_use_the_fast_path(replay, dueling):
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", dueling=dueling, double_q=True, **REPLAYS[replay][0])
     assert model.uses_fast_path and model.fast_path_status == "fast path"
-    dueling = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", dueling=True, **options)
-    assert not dueling.uses_fast_path and "DuelingDQNPolicy" in dueling.fast_path_status
+
+
+def test_a_dueling_policy_subclass_falls_back():
+    """A subclass may combine V and A otherwise: only DuelingDQNPolicy itself is on the allow-list."""
+
+    class MaxDuelingNetwork(DuelingQNetwork):
+        def forward(self, obs):  # noqa: ANN001, ANN201
+            value, advantages = self.value_and_advantages(obs)
+            return value + advantages - advantages.max(dim=1, keepdim=True).values
+
+    class MaxDuelingPolicy(DuelingDQNPolicy):
+        def make_q_net(self) -> MaxDuelingNetwork:
+            return MaxDuelingNetwork(**self._update_features_extractor(self.net_args, features_extractor=None))
+
+    model = SoftUpdateDQN(MaxDuelingPolicy, "LunarLander-v2")
+    assert model.dueling and not model.uses_fast_path and "MaxDuelingPolicy" in model.fast_path_status
+    network_only = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", dueling=True)
+    network_only.policy.q_net.__class__ = MaxDuelingNetwork
+    network_only.learn(100)  # decided at every learn
+    assert not network_only.uses_fast_path and "MaxDuelingNetwork" in network_only.fast_path_status
+
+
+# ---- dueling networks: the kernel's hand-derived backward through Q = V + A − mean A
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+@pytest.mark.parametrize("double_q", [False, True], ids=["dqn", "double"])
+def test_dueling_fast_step_equals_autograd_after_1000_steps(loss, double_q):
+    fast, plain = filled_pair("uniform", dueling=True, loss=loss, double_q=double_q, tau=0.01)
+    assert isinstance(fast.q_net, DuelingQNetwork) and isinstance(plain.q_net, DuelingQNetwork)
+    if compiled.enabled():
+        assert fast._fast_trainer.gradient_step == "compiled"
+        assert fast._fast_trainer.compiled.dueling and list(fast._fast_trainer.compiled.dims) == [8, 64, 64, 5]
+    train_alike((fast, plain), 1000)
+    assert_same_training_state(fast, plain)
+    # the heads really learnt apart: V is not just one more advantage
+    with th.no_grad():
+        value, advantages = fast.q_net.value_and_advantages(th.as_tensor(fast.replay_buffer.observations[:256, 0]))
+    assert float(advantages.mean(dim=1).abs().max()) > 1e-3 and float(value.std()) > 1e-3
+
+
+def test_rainbow_lite_fast_step_equals_autograd_after_1000_steps():
+    """All of it at once: dueling, Double DQN, prioritized n-step replay, Huber, clipping."""
+    fast, plain = filled_pair("both", dueling=True, double_q=True, loss="huber", max_grad_norm=10.0, tau=0.01)
+    train_alike((fast, plain), 1000)
+    assert_same_training_state(fast, plain)
+
+
+@pytest.mark.parametrize("replay", ["uniform", "both"])
+def test_dueling_torch_fallback_equals_autograd(monkeypatch, replay):
+    monkeypatch.setenv(compiled.ENV_SWITCH, "0")
+    fast, plain = filled_pair(replay, dueling=True, double_q=True, tau=0.01)
+    assert fast._fast_trainer.compiled is None
+    train_alike((fast, plain), 200)
+    assert_same_training_state(fast, plain)
+
+
+def test_dueling_greedy_actions_match_torch():
+    model, _ = filled_pair("uniform", dueling=True)
+    train_alike((model,), 200)
+    observations = np.random.default_rng(1).standard_normal((2000, 8)).astype(np.float32)
+    with th.no_grad():
+        expected = model.q_net(th.from_numpy(observations)).argmax(dim=1).numpy()
+    assert np.unique(expected).size == 4  # all four actions are someone's best: the comparison can tell them apart
+    trainer = model._fast_trainer
+    np.testing.assert_array_equal(trainer.greedy_actions(observations), expected)
+    np.testing.assert_array_equal(trainer.greedy_actions(observations[:1]), expected[:1])
+    np.testing.assert_array_equal(trainer.q_net.greedy_actions(observations), expected)  # the NumPy fallback
+
+
+@pytest.mark.parametrize("replay", ["uniform", "both"])
+def test_dueling_seeded_runs_agree_on_both_paths(replay):
+    def run(force_general: bool) -> SoftUpdateDQN:
+        env = make_vec_env("LunarLander-v2", n_envs=1, seed=7)
+        options = ALL_REPLAYS[replay][0]
+        model = SoftUpdateDQN("MlpPolicy", env, seed=7, exploration_decay=0.9, dueling=True, **options)
+        if force_general:
+            general_path(model)
+        return model.learn(4000)
+
+    fast, plain = run(False), run(True)
+    assert fast.uses_fast_path and not plain.uses_fast_path
+    assert fast.exploration_rate == plain.exploration_rate < 0.5  # greedy actions were taken too
+    for name in ("observations", "actions", "rewards", "dones"):
+        np.testing.assert_array_equal(getattr(fast.replay_buffer, name), getattr(plain.replay_buffer, name), name)
+    assert_same_training_state(fast, plain)
 
 
 def test_a_buffer_subclass_is_not_taken_for_its_base():

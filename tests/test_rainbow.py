@@ -12,16 +12,23 @@ def test_dueling_q_is_value_plus_centred_advantage_by_hand():
     model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", dueling=True, policy_kwargs=dict(net_arch=[3]))
     net = model.q_net
     assert isinstance(net, DuelingQNetwork) and isinstance(model.policy, DuelingDQNPolicy)
+    trunk, heads = net.q_net[0], net.q_net[2]  # net_arch [3]: Linear(8, 3), ReLU, Linear(3, 1 + 4)
+    assert (heads.in_features, heads.out_features) == (3, 5)
     with th.no_grad():
-        trunk = net.trunk[0]
         trunk.weight.copy_(th.tensor([[1.0] + [0.0] * 7, [0.0, 1.0] + [0.0] * 6, [-1.0] + [0.0] * 7]))
         trunk.bias.copy_(th.tensor([0.0, 0.5, 0.0]))
-        net.value_head.weight.copy_(th.tensor([[2.0, 0.0, 1.0]]))
-        net.value_head.bias.fill_(10.0)
-        net.advantage_head.weight.copy_(th.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0]]))
-        net.advantage_head.bias.copy_(th.tensor([0.0, 0.0, 0.0, -4.0]))
+        # row 0: the value head; rows 1-4: the advantage head
+        heads.weight.copy_(th.tensor([[2.0, 0, 1.0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0]]))
+        heads.bias.copy_(th.tensor([10.0, 0.0, 0.0, 0.0, -4.0]))
     obs = th.tensor([[2.0, -3.0, 0, 0, 0, 0, 0, 0]])
     # hidden = relu([2, -2.5, -2]) = [2, 0, 0]; V = 2·2 + 10 = 14; A = [2, 0, 0, 2 − 4] = [2, 0, 0, −2], mean 0
+    value, advantages = net.value_and_advantages(obs)
+    np.testing.assert_allclose(value.detach().numpy(), [[14.0]])
+    np.testing.assert_allclose(advantages.detach().numpy(), [[2.0, 0.0, 0.0, -2.0]])
+    np.testing.assert_allclose(net(obs).detach().numpy(), [[16.0, 14.0, 14.0, 12.0]])
+    # a non-zero mean is subtracted: A = [3, 1, 1, −1] (bias +1 each), mean 1, Q unchanged
+    with th.no_grad():
+        heads.bias[1:] += 1.0
     np.testing.assert_allclose(net(obs).detach().numpy(), [[16.0, 14.0, 14.0, 12.0]])
     assert model.predict(obs.numpy()[0], deterministic=True)[0] == 0
 

@@ -8,7 +8,8 @@ The gather is the replay buffer's own (:func:`gather_minibatch`): SB3's one-step
 return, discount and bootstrap state that ``NStepReplayBuffer`` computes, with NumPy's summation order. For
 prioritized replay the loss is weighted by the importance-sampling weights as ``td_loss_and_errors`` weights it,
 and the TD errors come back for ``update_priorities``; the lean rollout's upkeep of the sum tree (new transitions
-at the maximum priority) is :func:`set_leaves`.
+at the maximum priority) is :func:`set_leaves`. A dueling network's heads are the last layer's outputs [V, A],
+combined into Q by :func:`_dueling_q`; its backward pass starts from the combination's exact gradient.
 
 Same numbers: everything is float32 and summed in the order torch's CPU kernels sum, so that ReLU and argmax
 decisions come out as on the autograd path and the two paths stay together over long runs:
@@ -35,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import NStepReplayBuffer
+
+from lunar_sb3.soft_dqn.policies import DuelingQNetwork
 
 try:
     from llvmlite import ir
@@ -298,7 +301,7 @@ def _linear(
     weight_offset: int,
     bias_offset: int,
     relu: bool,
-    lanes: int,
+    lanes: np.ndarray,
     out: np.ndarray,
     scratch: np.ndarray,
     idx: np.ndarray,
@@ -306,30 +309,34 @@ def _linear(
     """out = x·Wᵀ + b ([batch, n_in] → [batch, n_out]), ReLU'd if asked, summed in the order of MKL's kernel.
 
     ``weights`` holds W at weight_offset and b at bias_offset; ``weights_t`` holds Wᵀ at weight_offset.
-    lanes = 0: each output an FMA chain over the inputs, then + b (MKL's GEMM microkernel); vectorised over the
-    outputs (rows of Wᵀ, skipping each sample's zero inputs), or over the batch (on xᵀ) for fewer than 8 outputs.
-    lanes = L: MKL's kernel for few outputs: L partial sums (inputs i ≡ m mod L, products and sums rounded
-    separately), added pairwise by halves, then + b.
+    ``lanes[j]`` is output j's order. 0: an FMA chain over the inputs, then + b (MKL's GEMM microkernel);
+    vectorised over the outputs (rows of Wᵀ, skipping each sample's zero inputs) when all are 0, or over the
+    batch (on xᵀ). L: MKL's kernels for few outputs: L partial sums (inputs i ≡ m mod L, products and sums rounded
+    separately), added pairwise by halves, then + b (MKL takes blocks of 4 outputs in 4 lanes, the rest in 8).
     """
     zero = np.float32(0.0)
-    if lanes > 0 or (n_out < 8 and batch >= 8):
+    widest_lanes = 0
+    for j in range(n_out):
+        widest_lanes = max(widest_lanes, lanes[j])
+    if widest_lanes > 0 or (n_out < 8 and batch >= 8):
         x_t = scratch[: n_in * batch]
         q_t = scratch[n_in * batch : (n_in + n_out) * batch]
-        partial = scratch[(n_in + n_out) * batch : (n_in + n_out + max(lanes, 1)) * batch]
+        partial = scratch[(n_in + n_out) * batch : (n_in + n_out + max(widest_lanes, 1)) * batch]
         _transpose(x, 0, batch, n_in, x_t, 0)
         for j in range(n_out):
             row = weight_offset + j * n_in
-            if lanes == 0:
+            n_lanes = lanes[j]
+            if n_lanes == 0:
                 count = _nonzero(weights, row, 1, n_in, idx)
                 _accumulate(q_t, j * batch, x_t, 0, batch, batch, weights, row, 1, idx, count, True)
                 continue
-            for m in range(lanes):
+            for m in range(n_lanes):
                 count = 0
-                for i in range(m, n_in, lanes):
+                for i in range(m, n_in, n_lanes):
                     idx[count] = i
                     count += 1
                 _accumulate(partial, m * batch, x_t, 0, batch, batch, weights, row, 1, idx, count, False)
-            half = lanes // 2
+            half = n_lanes // 2
             while half > 0:
                 for m in range(half):
                     for b in range(batch):
@@ -366,7 +373,7 @@ def _q_values(
     dims: np.ndarray,
     weight_offsets: np.ndarray,
     bias_offsets: np.ndarray,
-    modes: np.ndarray,
+    lanes: np.ndarray,
     x: np.ndarray,
     batch: int,
     ping: np.ndarray,
@@ -389,13 +396,30 @@ def _q_values(
             weight_offsets[layer],
             bias_offsets[layer],
             layer < n_layers - 1,
-            modes[0, layer],
+            lanes[layer],
             out,
             scratch,
             idx,
         )
         current = out
     return current
+
+
+@jit
+def _dueling_q(heads: np.ndarray, batch: int, n_actions: int, out: np.ndarray) -> None:
+    """Q = V + A − mean_a′ A from the dueling heads [V, A_0, ..., A_n−1] of each row, as ``DuelingQNetwork``'s forward.
+
+    Torch's mean over a row is its sum (left to right for so few elements) divided by the count; then (V + A) − mean.
+    """
+    n_heads = n_actions + 1
+    for b in range(batch):
+        row = b * n_heads
+        total = heads[row + 1]
+        for a in range(1, n_actions):
+            total = total + heads[row + 1 + a]
+        mean = total / np.float32(n_actions)
+        for a in range(n_actions):
+            out[b * n_actions + a] = (heads[row] + heads[row + 1 + a]) - mean
 
 
 @jit
@@ -452,9 +476,9 @@ def _input_grad(
 
 @jit
 def probe_layer(
-    x: np.ndarray, weight: np.ndarray, delta: np.ndarray, lanes: int, fused: bool
+    x: np.ndarray, weight: np.ndarray, delta: np.ndarray, lanes: np.ndarray, fused: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x·Wᵀ, δᵀ·x and δ·W of one layer in the given summation modes (see :func:`calibrate`)."""
+    """x·Wᵀ (output j in ``lanes[j]`` lanes), δᵀ·x and δ·W (FMA chains if ``fused``) of one layer."""
     batch, n_in = x.shape
     n_out = weight.shape[0]
     widest = max(max(n_in, n_out), batch)
@@ -809,7 +833,9 @@ def train_steps(
     max_grad_norm: float,
     huber: bool,
     double_q: bool,
-    modes: np.ndarray,
+    dueling: bool,
+    lanes: np.ndarray,
+    fused_modes: np.ndarray,
     vec_width: int,
 ) -> float:
     """``len(batch_indices)`` gradient steps of ``SoftUpdateDQN._train_general``; returns the sum of the losses.
@@ -822,16 +848,19 @@ def train_steps(
     empty): receives δ = Q(s, a) − y of each step, computed before that step's update (the new priorities).
     ``params``/``target`` hold [W0, b0, W1, b1, ...] of the online and target Linear/ReLU stacks with widths
     ``dims``; ``exp_avg``/``exp_avg_sq`` Adam's moments in the same layout and ``steps`` Adam's step per tensor.
-    All of them are updated in place. ``max_grad_norm`` <= 0 means no clipping. ``modes`` ([3, n_layers], from
-    :func:`calibrate`): the summation order of each layer's forward pass (MKL's lanes, 0 for FMA chains), weight
-    gradient and input gradient (1: FMA chains, 0: unfused chains).
+    All of them are updated in place. ``dueling``: the stack's last layer outputs [V, A] (``DuelingQNetwork``), one
+    more than there are actions, and Q = V + A − mean A. ``max_grad_norm`` <= 0 means no clipping. The summation
+    orders come from :func:`calibrate`: ``lanes`` ([n_layers, widest]) of each output of each layer's forward
+    pass (MKL's lanes, 0 for FMA chains), ``fused_modes`` ([2, n_layers]) of each layer's weight gradient and input
+    gradient (1: FMA chains, 0: unfused chains).
     """
     zero = np.float32(0.0)
     one = np.float32(1.0)
     n_steps, batch = batch_indices.shape
     n_layers = dims.shape[0] - 1
     last = n_layers - 1
-    n_in, n_actions = dims[0], dims[n_layers]
+    n_in, n_outputs = dims[0], dims[n_layers]
+    n_actions = n_outputs - 1 if dueling else n_outputs
     widest = 0
     for width in dims:
         widest = max(widest, width)
@@ -843,7 +872,9 @@ def train_steps(
     target_t = np.empty(n_params, np.float32)
     inputs = [np.empty(batch * dims[layer], np.float32) for layer in range(n_layers)]  # of each Linear, kept
     next_obs = np.empty(batch * n_in, np.float32)
-    q_values = np.empty(batch * n_actions, np.float32)
+    outputs = np.empty(batch * n_outputs, np.float32)  # of the last layer: Q, or the dueling heads [V, A]
+    q_values = np.empty(batch * n_actions, np.float32) if dueling else outputs
+    next_q = np.empty(batch * n_actions, np.float32)
     ping = np.empty(batch * widest, np.float32)
     pong = np.empty(batch * widest, np.float32)
     scratch = np.empty((2 * widest + 16) * max(batch, widest), np.float32)
@@ -892,8 +923,11 @@ def train_steps(
         #    bootstrapping, not time limits
         if double_q:
             q = _q_values(
-                params, online_t, dims, weight_offsets, bias_offsets, modes, next_obs, batch, ping, pong, scratch, idx
+                params, online_t, dims, weight_offsets, bias_offsets, lanes, next_obs, batch, ping, pong, scratch, idx
             )
+            if dueling:
+                _dueling_q(q, batch, n_actions, next_q)
+                q = next_q
             for b in range(batch):  # argmax: the first maximum, as torch's
                 best = 0
                 for a in range(1, n_actions):
@@ -901,8 +935,11 @@ def train_steps(
                         best = a
                 next_actions[b] = best
         q = _q_values(
-            target, target_t, dims, weight_offsets, bias_offsets, modes, next_obs, batch, ping, pong, scratch, idx
+            target, target_t, dims, weight_offsets, bias_offsets, lanes, next_obs, batch, ping, pong, scratch, idx
         )
+        if dueling:
+            _dueling_q(q, batch, n_actions, next_q)
+            q = next_q
         for b in range(batch):
             if double_q:
                 next_value = q[b * n_actions + next_actions[b]]
@@ -924,11 +961,13 @@ def train_steps(
                 weight_offsets[layer],
                 bias_offsets[layer],
                 layer < last,
-                modes[0, layer],
-                inputs[layer + 1] if layer < last else q_values,
+                lanes[layer],
+                inputs[layer + 1] if layer < last else outputs,
                 scratch,
                 idx,
             )
+        if dueling:
+            _dueling_q(outputs, batch, n_actions, q_values)
 
         # -- loss on Q(s, a) − y and ∂loss/∂Q(s, a), as torch's mse_loss / smooth_l1_loss (β = 1) and their backward:
         #    mean reduction: (2/B)·e, or (1/B)·e clamped to ±1/B; weighted mean(w·loss): the mean's 1/B times w
@@ -972,20 +1011,30 @@ def train_steps(
                     gradient = norm * error
             delta[b * n_actions + taken[b]] = gradient
         loss_sum += float(np.float32(loss / batch))
+        if dueling:
+            # back through Q = V + A − mean A, as autograd: ∂L/∂V = Σ_a ∂L/∂Q_a, ∂L/∂A_j = ∂L/∂Q_j + (−Σ_a ∂L/∂Q_a)/n;
+            # each row of ∂L/∂Q has one non-zero, g, so the sums are g exactly (rows rewritten back to front in place)
+            count = np.float32(n_actions)
+            for b in range(batch - 1, -1, -1):
+                g = delta[b * n_actions + taken[b]]
+                share = -g / count
+                for a in range(n_actions - 1, -1, -1):
+                    delta[b * n_outputs + 1 + a] = (g if a == taken[b] else zero) + share
+                delta[b * n_outputs] = g
 
         # -- backward pass, layer by layer: ∂L/∂W = δᵀ·a, ∂L/∂b = Σ_batch δ, δ below = (δ·W) where a > 0
         below = pong
         for layer in range(last, -1, -1):
             n_out, n_prev = dims[layer + 1], dims[layer]
             layer_in = inputs[layer]
-            fused = modes[1, layer] == 1
+            fused = fused_modes[0, layer] == 1
             _weight_grad(delta, n_out, layer_in, n_prev, batch, fused, grads, weight_offsets[layer], scratch, idx)
             bias_start = bias_offsets[layer]
             _column_sums(
                 delta[: batch * n_out].reshape((batch, n_out)), grads[bias_start : bias_start + n_out], vec_width
             )
             if layer > 0:
-                fused = modes[2, layer] == 1
+                fused = fused_modes[1, layer] == 1
                 _input_grad(delta, n_out, params, weight_offsets[layer], layer_in, n_prev, batch, fused, below, idx)
                 delta, below = below, delta
 
@@ -1024,8 +1073,10 @@ def train_steps(
 
 
 @jit
-def greedy_actions(params: np.ndarray, dims: np.ndarray, observations: np.ndarray) -> np.ndarray:
+def greedy_actions(params: np.ndarray, dims: np.ndarray, observations: np.ndarray, dueling: bool) -> np.ndarray:
     """argmax_a Q(s, a) for a few observations (the first maximum, as torch's ``argmax``).
+
+    ``dueling``: the last layer's outputs are [V, A], combined into Q as :func:`_dueling_q` does.
 
     For one to a few rows, transposing the weights would cost more than it saves: each output is a scalar FMA
     chain over the inputs, four outputs at a time so that the chains overlap.
@@ -1068,8 +1119,14 @@ def greedy_actions(params: np.ndarray, dims: np.ndarray, observations: np.ndarra
                         y[j + r] = value
                 j += rows
             x, y = y, x
+        if dueling:
+            n_actions = dims[n_layers] - 1
+            _dueling_q(x, 1, n_actions, y)
+            x, y = y, x
+        else:
+            n_actions = dims[n_layers]
         best = 0
-        for a in range(1, dims[n_layers]):
+        for a in range(1, n_actions):
             if x[a] > x[best]:
                 best = a
         result[b] = best
@@ -1103,25 +1160,26 @@ def set_leaves(tree: np.ndarray, capacity: int, depth: int, first_leaf: int, cou
 # Calibration: which summation order this torch's BLAS uses for each product, found by asking it
 # ---------------------------------------------------------------------------------------------------------------
 LANE_CANDIDATES = (0, 4, 8, 2, 16)
-_calibrated: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
+_calibrated: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def calibrate(dims: np.ndarray, batch: int) -> np.ndarray:
-    """The summation modes (see :func:`train_steps`) under which the kernel reproduces torch's products bit for bit.
+def calibrate(dims: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The summation orders (see :func:`train_steps`) under which the kernel reproduces torch's products bit for bit.
 
     MKL picks its kernel by shape and CPU, and they do not all sum alike: on an AMD EPYC with MKL 2024.2, x·Wᵀ
-    with 4 outputs sums in 4 lanes without FMAs, δᵀ·a with 8 inputs chains without FMAs, and the 64-wide
-    products chain with FMAs. So each layer's forward pass, weight gradient and input gradient is computed once
-    on random data by torch and by the kernel in each candidate order; the order that reproduces torch's result
-    exactly is used (FMA chains if none does: then the two paths differ in the last bit of those sums).
-    Cached per shape and batch size for the process.
+    sums blocks of 4 outputs in 4 lanes without FMAs and the 1-3 outputs left over in 8 lanes, δᵀ·a with 8
+    inputs chains without FMAs, and the 64-wide products chain with FMAs. So each layer's forward pass, weight
+    gradient and input gradient is computed once on random data by torch and by the kernel in each candidate
+    order; for each output of the forward pass, and for each gradient as a whole, the order that reproduces
+    torch's result exactly is used (FMA chains if none does: then the two paths differ in the last bit of those
+    sums). Returns (lanes [n_layers, widest], fused_modes [2, n_layers]); cached per shape and batch size.
     """
     key = (tuple(int(d) for d in dims), int(batch))
     if key in _calibrated:
         return _calibrated[key]
     n_layers = len(dims) - 1
-    modes = np.zeros((3, n_layers), dtype=np.int64)
-    modes[1:] = 1
+    lanes = np.zeros((n_layers, max(int(d) for d in dims)), dtype=np.int64)
+    fused_modes = np.ones((2, n_layers), dtype=np.int64)
     rng = np.random.default_rng(0)
     for layer in range(n_layers):
         n_in, n_out = int(dims[layer]), int(dims[layer + 1])
@@ -1132,18 +1190,24 @@ def calibrate(dims: np.ndarray, batch: int) -> np.ndarray:
         with th.no_grad():  # what autograd runs for nn.Linear: addmm, then δᵀ·a and δ·W
             forward = th.addmm(th.zeros(n_out), tx, tw.t()).numpy()
             grad, below = td.t().mm(tx).numpy(), td.mm(tw).numpy()
-        for lanes in LANE_CANDIDATES:
-            if (lanes == 0 or n_in % lanes == 0) and np.array_equal(
-                probe_layer(x, weight, delta, lanes, True)[0], forward
-            ):
-                modes[0, layer] = lanes
+        matched = np.zeros(n_out, dtype=bool)
+        for candidate in LANE_CANDIDATES:
+            if candidate > 0 and n_in % candidate != 0:
+                continue
+            result = probe_layer(x, weight, delta, np.full(n_out, candidate, np.int64), True)[0]
+            new = ~matched & np.all(result == forward, axis=0)
+            lanes[layer, :n_out][new] = candidate
+            matched |= new
+            if matched.all():
                 break
-        _, grad_unfused, below_unfused = probe_layer(x, weight, delta, 0, False)
-        _, grad_fused, below_fused = probe_layer(x, weight, delta, 0, True)
-        modes[1, layer] = 0 if np.array_equal(grad_unfused, grad) and not np.array_equal(grad_fused, grad) else 1
-        modes[2, layer] = 0 if np.array_equal(below_unfused, below) and not np.array_equal(below_fused, below) else 1
-    _calibrated[key] = modes
-    return modes
+        _, grad_unfused, below_unfused = probe_layer(x, weight, delta, lanes[layer, :n_out], False)
+        _, grad_fused, below_fused = probe_layer(x, weight, delta, lanes[layer, :n_out], True)
+        # unfused only where that, and not the FMA chain, reproduces torch
+        unfused_grad = np.array_equal(grad_unfused, grad) and not np.array_equal(grad_fused, grad)
+        unfused_below = np.array_equal(below_unfused, below) and not np.array_equal(below_fused, below)
+        fused_modes[:, layer] = int(not unfused_grad), int(not unfused_below)
+    _calibrated[key] = lanes, fused_modes
+    return lanes, fused_modes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1207,7 +1271,7 @@ class CompiledTrainer:
         self.model = model
         self.vec_width = torch_vector_width()
         self.bindings = 0
-        self._modes: dict[int, np.ndarray] = {}
+        self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._discounts: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
         self.bind()
 
@@ -1238,6 +1302,7 @@ class CompiledTrainer:
         target = _linear_parameters(model.policy.q_net_target.q_net)
         linears = [layer for layer in model.policy.q_net.q_net if isinstance(layer, th.nn.Linear)]
         self.dims = np.array([linears[0].in_features] + [layer.out_features for layer in linears], dtype=np.int64)
+        self.dueling = isinstance(model.policy.q_net, DuelingQNetwork)
 
         self.flat_online, views = _flat_buffer(online)
         for param, view in zip(online, views, strict=True):
@@ -1363,7 +1428,8 @@ class CompiledTrainer:
             -1.0 if model.max_grad_norm is None else float(model.max_grad_norm),
             model.loss == "huber",
             bool(model.double_q),
-            self.modes(batch_indices.shape[1]),
+            self.dueling,
+            *self.summation_orders(batch_indices.shape[1]),
             self.vec_width,
         )
 
@@ -1382,13 +1448,13 @@ class CompiledTrainer:
             )
         return tables
 
-    def modes(self, batch: int) -> np.ndarray:
-        """The kernel's summation modes for this network and minibatch size (:func:`calibrate`, looked up once)."""
-        modes = self._modes.get(batch)
-        if modes is None:
-            modes = self._modes[batch] = calibrate(self.dims, batch)
-        return modes
+    def summation_orders(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's summation orders for this network and minibatch size (:func:`calibrate`, looked up once)."""
+        orders = self._orders.get(batch)
+        if orders is None:
+            orders = self._orders[batch] = calibrate(self.dims, batch)
+        return orders
 
     def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
         """argmax_a Q(s, a) for a batch of observations, on the bound online weights."""
-        return greedy_actions(self.arrays[0], self.dims, observations)
+        return greedy_actions(self.arrays[0], self.dims, observations, self.dueling)

@@ -17,6 +17,8 @@ n-step return, discount and bootstrap state as SB3's ``_get_samples`` computes t
 (``PrioritizedReplayBuffer``, alone or with n-step returns): the minibatch is drawn from the buffer's sum tree with
 its random calls, the loss is weighted by the importance-sampling weights, and the TD errors of the step go back
 to ``update_priorities``, one gradient step per kernel call (the next draw depends on the new priorities).
+Dueling networks (``DuelingDQNPolicy``): the stack's last layer holds the value and advantage heads, and the
+kernel combines them into Q = V + A − mean A and back-propagates through that combination as autograd does.
 
 The fast path is an allow-list (:func:`unsupported_reason`): it runs only for configurations it implements
 exactly, checked at every ``learn``; anything else (custom features extractors, other buffers, optimizers or
@@ -32,10 +34,11 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
-from stable_baselines3.dqn.policies import DQNPolicy
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from lunar_sb3.soft_dqn import compiled
+from lunar_sb3.soft_dqn.policies import DuelingDQNPolicy, DuelingQNetwork
 from lunar_sb3.soft_dqn.prioritized import PrioritizedNStepReplayBuffer, PrioritizedReplayBuffer
 
 if TYPE_CHECKING:
@@ -78,10 +81,12 @@ class LinearReluStack:
     """A Linear/ReLU ``nn.Sequential`` with a forward and a hand-written backward pass.
 
     It holds the module's own parameter tensors (and NumPy views of their memory), which the optimizer,
-    Polyak updates and ``load_state_dict`` all modify in place, so it never goes stale.
+    Polyak updates and ``load_state_dict`` all modify in place, so it never goes stale. ``dueling``: the last
+    layer outputs [V, A] and Q = V + A − mean A (``DuelingQNetwork``).
     """
 
-    def __init__(self, sequential: nn.Sequential) -> None:
+    def __init__(self, sequential: nn.Sequential, dueling: bool = False) -> None:
+        self.dueling = dueling
         linears = [layer for layer in sequential if isinstance(layer, nn.Linear)]
         self.weights = [layer.weight.detach() for layer in linears]
         self.biases = [layer.bias.detach() for layer in linears]
@@ -105,12 +110,18 @@ class LinearReluStack:
             x = th.addmm(bias, x, weight.t())  # x·Wᵀ + b, the kernel nn.Linear runs
             if i < last:
                 x = th.relu(x)
+        if self.dueling:  # as DuelingQNetwork.forward
+            value, advantages = x[:, :1], x[:, 1:]
+            x = value + advantages - advantages.mean(dim=1, keepdim=True)
         return x, inputs
 
     def backward(self, inputs: list[th.Tensor], grad_output: th.Tensor) -> list[th.Tensor]:
         """Gradients of the loss w.r.t. [W1, b1, W2, b2, ...] given ∂loss/∂Q (chain rule, layer by layer)."""
         grads: list[th.Tensor] = []
         grad = grad_output
+        if self.dueling:  # back through Q = V + A − mean A, as autograd does it
+            grad_sum = grad.sum(dim=1, keepdim=True)
+            grad = th.cat([grad_sum, grad + (-grad).sum(dim=1, keepdim=True) / grad.shape[1]], dim=1)
         for i in range(len(self.weights) - 1, -1, -1):
             layer_input = inputs[i]
             grads[:0] = [grad.t().mm(layer_input), grad.sum(dim=0)]  # ∂L/∂W = δᵀ·a, ∂L/∂b = Σ δ
@@ -128,6 +139,8 @@ class LinearReluStack:
             x = x @ weight.T + bias
             if i < last:
                 np.maximum(x, 0, out=x)
+        if self.dueling:
+            x = x[:, :1] + x[:, 1:] - x[:, 1:].mean(axis=1, keepdims=True)
         return x.argmax(axis=1)
 
 
@@ -172,7 +185,8 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
         (model.device.type == "cpu", f"the device {model.device}"),
         (_is_vector_space(model.observation_space), "a non-vector observation space"),
         (isinstance(model.action_space, spaces.Discrete) and model.action_space.start == 0, "a shifted action space"),
-        (type(model.policy) is DQNPolicy, f"the policy {type(model.policy).__name__}"),
+        (type(model.policy) in (DQNPolicy, DuelingDQNPolicy), f"the policy {type(model.policy).__name__}"),
+        (type(q_net) in (QNetwork, DuelingQNetwork), f"the Q-network {type(q_net).__name__}"),
         (type(q_net.features_extractor) is FlattenExtractor, "a custom features extractor"),
         (LinearReluStack.supports(getattr(q_net, "q_net", None)), "a network that is not a Linear/ReLU stack"),
         (type(buffer) in FAST_REPLAY_BUFFERS, f"the replay buffer {type(buffer).__name__}"),
@@ -200,8 +214,9 @@ class FastTrainer:
 
     def _view_parameters(self) -> None:
         model = self.model
-        self.q_net = LinearReluStack(model.policy.q_net.q_net)
-        self.q_net_target = LinearReluStack(model.policy.q_net_target.q_net)
+        dueling = isinstance(model.policy.q_net, DuelingQNetwork)
+        self.q_net = LinearReluStack(model.policy.q_net.q_net, dueling)
+        self.q_net_target = LinearReluStack(model.policy.q_net_target.q_net, dueling)
         self.parameters = list(model.policy.q_net.parameters())
 
     @classmethod

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy, MlpPolicy, MultiInputPolicy, QNetwork
@@ -22,9 +21,12 @@ __all__ = ["CnnPolicy", "DuelingDQNPolicy", "DuelingQNetwork", "MlpPolicy", "Mul
 class DuelingQNetwork(QNetwork):
     """Q(s, a) = V(s) + A(s, a) − mean_a′ A(s, a′) on a shared trunk.
 
-    ``net_arch`` is the trunk (hidden layers, each followed by ``activation_fn``); the heads are one linear layer
-    each: ``value_head`` (hidden → 1) and ``advantage_head`` (hidden → n_actions). The lab's ``[64, 64]`` thus
-    becomes 8 → 64 → 64, then V: 64 → 1 and A: 64 → 4.
+    ``net_arch`` is the trunk (hidden layers, each followed by ``activation_fn``). The two heads are linear maps
+    of the trunk's output stored as one ``nn.Linear`` with 1 + n_actions outputs, the last layer of ``q_net``:
+    output 0 is the value head V(s), outputs 1..n_actions the advantage head A(s, ·) (:meth:`value_and_advantages`
+    splits them). The rows are independent parameters, so this is exactly two heads; storing them together keeps
+    ``q_net`` a plain Linear/ReLU stack, which is what the fast path trains. The lab's ``[64, 64]`` thus becomes
+    8 → 64 → 64 → (1 + 4).
     """
 
     def __init__(
@@ -37,27 +39,22 @@ class DuelingQNetwork(QNetwork):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
     ) -> None:
-        # QNetwork.__init__ would build a plain head; start from BasePolicy and build the dueling one instead
-        BasePolicy.__init__(
-            self,
-            observation_space,
-            action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
+        super().__init__(
+            observation_space, action_space, features_extractor, features_dim, net_arch, activation_fn, normalize_images
         )
-        self.net_arch = [64, 64] if net_arch is None else net_arch
-        self.activation_fn = activation_fn
-        self.features_dim = features_dim
-        self.trunk = nn.Sequential(*create_mlp(features_dim, -1, self.net_arch, activation_fn))
-        hidden_dim = self.net_arch[-1] if self.net_arch else features_dim
-        self.value_head = nn.Linear(hidden_dim, 1)
-        self.advantage_head = nn.Linear(hidden_dim, int(action_space.n))
+        # QNetwork built q_net with one output per action; the dueling stack has one more, V
+        heads = 1 + int(action_space.n)
+        self.q_net = nn.Sequential(*create_mlp(self.features_dim, heads, self.net_arch, self.activation_fn))
+
+    def value_and_advantages(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """V(s) ([batch, 1]) and A(s, ·) ([batch, n_actions])."""
+        heads = self.q_net(self.extract_features(obs, self.features_extractor))
+        return heads[:, :1], heads[:, 1:]
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
-        hidden = self.trunk(self.extract_features(obs, self.features_extractor))
-        advantages = self.advantage_head(hidden)
+        value, advantages = self.value_and_advantages(obs)
         # Q = V + A − mean_a′ A: the mean keeps V and A identifiable
-        return self.value_head(hidden) + advantages - advantages.mean(dim=1, keepdim=True)
+        return value + advantages - advantages.mean(dim=1, keepdim=True)
 
 
 class DuelingDQNPolicy(DQNPolicy):
