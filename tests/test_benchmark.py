@@ -70,6 +70,15 @@ def test_throughput_mode_prints_both_rates_and_ratio(tmp_path):
     assert "ratio SoftUpdateDQN ÷ SB3 DQN:" in result.stdout
 
 
+def test_throughput_of_rainbow_components_names_their_training_path(tmp_path):
+    args = ("throughput", "--steps", "300", "--rounds", "1", "--no-profile", "--agents", "dueling", "rainbow_lite")
+    result = run("-m", "lunar_sb3.benchmark", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ratio + dueling ÷ SoftUpdateDQN (defaults):" in result.stdout
+    assert "ratio rainbow-lite (all four) ÷ SoftUpdateDQN (defaults):" in result.stdout
+    assert result.stdout.count("[fast path]") == 2 and "SB3 DQN" not in result.stdout
+
+
 def test_threads_mode_runs_beside_a_busy_process_and_cleans_up(tmp_path):
     result = run("-m", "lunar_sb3.benchmark", "threads", "--steps", "300", "--rounds", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -39,6 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     throughput.add_argument("--steps", type=int, default=20_000, help="env steps per run (default 20000)")
     throughput.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     throughput.add_argument(
+        "--agents",
+        nargs="+",
+        choices=list(AGENTS),
+        default=["soft_dqn", "sb3_dqn"],
+        help="agents side by side (default: soft_dqn sb3_dqn); ratios are to soft_dqn, which always runs",
+    )
+    throughput.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip the cProfile breakdown of the training step"
     )
     threads = commands.add_parser("threads", help="env steps/s beside a busy process: default vs one torch thread")

@@ -17,15 +17,21 @@ from lunar_sb3.benchmark.agents import LABELS, SB3_LAB, agent_kwargs, make_lab_e
 from lunar_sb3.envs import LAB_ENV_ID
 
 
-def throughput_run(agent: str, steps: int, seed: int = 0, threads: int = 1) -> float:
-    """Env steps/s of one agent on the lab's settings with ε fixed at 0.1 (so both act greedily 90 % of steps)."""
+def throughput_run(agent: str, steps: int, seed: int = 0, threads: int = 1, paths: dict | None = None) -> float:
+    """Env steps/s of one agent on the lab's settings with ε fixed at 0.1 (so both act greedily 90 % of steps).
+
+    ``paths``, if given, receives the agent's training path (SoftUpdateDQN's ``fast_path_status``).
+    """
     th.set_num_threads(threads)
     algo_class, kwargs = agent_kwargs(agent)
     kwargs = {**kwargs, "exploration_initial_eps": 0.1, "exploration_final_eps": 0.1}
     model = algo_class("MlpPolicy", make_lab_env(seed), seed=seed, **kwargs)
     start = time.perf_counter()
     model.learn(steps)
-    return steps / (time.perf_counter() - start)
+    rate = steps / (time.perf_counter() - start)
+    if paths is not None:
+        paths[agent] = getattr(model, "fast_path_status", "SB3's own loop")
+    return rate
 
 
 def bare_env_rate(steps: int, seed: int = 0) -> float:
@@ -75,10 +81,13 @@ def profile_breakdown(steps: int) -> dict[str, float]:
 
 
 def run_throughput(args: argparse.Namespace) -> None:
-    rates: dict[str, list[float]] = {"soft_dqn": [], "sb3_dqn": [], "bare_env": []}
+    """Env steps/s of ``args.agents`` and of the bare env, interleaved; ratios to SoftUpdateDQN's defaults."""
+    agents = list(dict.fromkeys(["soft_dqn", *args.agents]))  # the defaults are every ratio's reference
+    rates: dict[str, list[float]] = {name: [] for name in [*agents, "bare_env"]}
+    paths: dict[str, str] = {}
     for round_ in tqdm(range(args.rounds), desc="interleaved rounds"):
-        for agent in ("soft_dqn", "sb3_dqn"):  # same process, one after the other: same machine load
-            rates[agent].append(throughput_run(agent, args.steps, seed=round_))
+        for agent in agents:  # same process, one after the other: same machine load
+            rates[agent].append(throughput_run(agent, args.steps, seed=round_, paths=paths))
         rates["bare_env"].append(bare_env_rate(args.steps, seed=round_))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     labels = {**LABELS, "bare_env": f"bare {LAB_ENV_ID}, random actions"}
@@ -86,7 +95,11 @@ def run_throughput(args: argparse.Namespace) -> None:
     for name, values in rates.items():
         rounds = ", ".join(f"{v:.0f}" for v in values)
         print(f"  {labels[name]:<36} {medians[name]:8.0f}   ({1e6 / medians[name]:6.1f} µs/step)   rounds: {rounds}")
-    print(f"  ratio SoftUpdateDQN ÷ SB3 DQN: {medians['soft_dqn'] / medians['sb3_dqn']:.2f}×")
+    for agent in agents[1:]:
+        ratio = medians[agent] / medians["soft_dqn"]
+        print(f"  ratio {labels[agent]} ÷ SoftUpdateDQN (defaults): {ratio:.2f}   [{paths[agent]}]")
+    if "sb3_dqn" in agents:
+        print(f"  ratio SoftUpdateDQN ÷ SB3 DQN: {medians['soft_dqn'] / medians['sb3_dqn']:.2f}×")
     # F: what training costs per env step, in units of the simulator's own step
     print(f"  overhead factor F = training µs/step ÷ bare env µs/step: {medians['bare_env'] / medians['soft_dqn']:.2f}")
     if args.profile:
