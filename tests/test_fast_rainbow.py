@@ -16,6 +16,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from lunar_sb3 import SoftUpdateDQN
 from lunar_sb3.soft_dqn import compiled
@@ -216,10 +217,80 @@ def test_dueling_fast_step_equals_autograd_after_1000_steps(loss, double_q):
         assert fast._fast_trainer.compiled.dueling and list(fast._fast_trainer.compiled.dims) == [8, 64, 64, 5]
     train_alike((fast, plain), 1000)
     assert_same_training_state(fast, plain)
+    if compiled.enabled() and not compiled.calibration_misses(fast._fast_trainer.compiled.dims, 64):
+        # every summation order was found: the kernel claims torch's numbers exactly, so check exactly
+        for p_fast, p_plain in zip(fast.policy.parameters(), plain.policy.parameters(), strict=True):
+            th.testing.assert_close(p_fast, p_plain, rtol=0, atol=0)
     # the heads really learnt apart: V is not just one more advantage
     with th.no_grad():
         value, advantages = fast.q_net.value_and_advantages(th.as_tensor(fast.replay_buffer.observations[:256, 0]))
     assert float(advantages.mean(dim=1).abs().max()) > 1e-3 and float(value.std()) > 1e-3
+
+
+class ManyActions(gym.Env):
+    """Random 8-dimensional observations, ``n`` actions, 20-step episodes: enough to train on."""
+
+    def __init__(self, n: int) -> None:
+        self.observation_space = spaces.Box(-1.0, 1.0, (8,), np.float32)
+        self.action_space = spaces.Discrete(n)
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201
+        super().reset(seed=seed)
+        self.steps = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        self.steps += 1
+        return self.observation_space.sample(), float(action == 0), False, self.steps >= 20, {}
+
+
+@pytest.mark.skipif(not compiled.HAS_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("n_actions", range(2, 8))
+def test_kernel_combines_dueling_heads_as_the_network_does(n_actions):
+    """ATen sums a short row in 4 partial sums: the kernel's mean of A must follow it for every action count."""
+    network = DuelingQNetwork(
+        spaces.Box(-1.0, 1.0, (n_actions + 1,)),
+        spaces.Discrete(n_actions),
+        FlattenExtractor(spaces.Box(-1.0, 1.0, (n_actions + 1,))),
+        n_actions + 1,
+        net_arch=[],
+    )
+    with th.no_grad():  # q_net is then one Linear layer; made the identity, its outputs (the heads) are its inputs
+        network.q_net[0].weight.copy_(th.eye(n_actions + 1))
+        network.q_net[0].bias.zero_()
+        heads = th.from_numpy(np.random.default_rng(n_actions).standard_normal((500, n_actions + 1)).astype(np.float32))
+        assert th.equal(network.q_net(heads), heads)
+        expected = network(heads).numpy()
+    q = np.empty(500 * n_actions, np.float32)
+    compiled._dueling_q(heads.numpy().ravel(), 500, n_actions, q)
+    np.testing.assert_array_equal(q.reshape(500, n_actions), expected)
+    assert compiled.dueling_mean_is_torchs(n_actions)
+
+
+def test_a_dueling_mean_the_kernel_cannot_sum_alike_uses_the_torch_step():
+    """9 actions: torch vectorises the row's sum; unless the check finds the kernel's order equal, torch's step runs."""
+    model = SoftUpdateDQN("MlpPolicy", ManyActions(9), dueling=True, learning_starts=100, seed=0).learn(300)
+    assert model.uses_fast_path and model._n_updates > 0
+    if compiled.HAS_NUMBA and not compiled.dueling_mean_is_torchs(9):
+        assert model._fast_trainer.gradient_step.startswith("torch (a dueling mean over 9 actions")
+
+
+@pytest.mark.parametrize("swap", ["q_net", "q_net_target"])
+def test_networks_other_than_the_policys_own_fall_back(swap):
+    """A DQNPolicy holding a dueling network (or a target of another shape) is not what the kernel computes."""
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2")
+    dueling = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", dueling=True)
+    setattr(model.policy, swap, getattr(dueling.policy, swap))
+    model.learn(100)
+    assert not model.uses_fast_path and "DuelingQNetwork in a DQNPolicy" in model.fast_path_status
+
+
+def test_a_target_network_shaped_otherwise_falls_back():
+    model = SoftUpdateDQN("MlpPolicy", "LunarLander-v2")
+    model.policy.q_net_target = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", policy_kwargs=dict(net_arch=[32])).q_net
+    model.learn(100)
+    assert not model.uses_fast_path and "target network shaped unlike" in model.fast_path_status
 
 
 def test_rainbow_lite_fast_step_equals_autograd_after_1000_steps():

@@ -37,8 +37,8 @@ def test_every_point_of_the_search_space_is_a_valid_model():
         model = SoftUpdateDQN("MlpPolicy", env, **params)  # raises ValueError on an invalid combination
         assert model.dueling == params["dueling"] and model.prioritized_replay == params["prioritized_replay"]
         assert model.n_steps == params["n_steps"]
-        if not model.dueling:  # the fast path covers every other point: Linear/ReLU stacks, Adam, n-step, PER
-            assert model.uses_fast_path, model.fast_path_status
+        # the fast path covers every point: Linear/ReLU stacks (dueling or not), Adam, n-step, PER
+        assert model.uses_fast_path, model.fast_path_status
         study.tell(trial, 0.0)
         seen.add((params["loss"], params["double_q"], params["dueling"], params["prioritized_replay"]))
     assert len(seen) == 16  # every combination of loss, Double DQN, dueling and prioritized replay was drawn
@@ -155,8 +155,13 @@ def test_two_workers_share_one_journal(shared_study):
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name="shared", storage=journal(folder / "study.log")).trials
-    assert len(trials) == 4
-    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+    # on failure: every trial's state and parameters, and the end of what each worker printed
+    report = [(t.number, t.state.name, t.params) for t in trials] + [
+        r.stdout[-1500:] + r.stderr[-1500:] for r in results
+    ]
+    assert len(trials) == 4, report
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert all(t.state in finished for t in trials), report
     assert len({t.number for t in trials}) == 4
 
 

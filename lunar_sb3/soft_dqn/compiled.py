@@ -310,9 +310,10 @@ def _linear(
 
     ``weights`` holds W at weight_offset and b at bias_offset; ``weights_t`` holds Wᵀ at weight_offset.
     ``lanes[j]`` is output j's order. 0: an FMA chain over the inputs, then + b (MKL's GEMM microkernel);
-    vectorised over the outputs (rows of Wᵀ, skipping each sample's zero inputs) when all are 0, or over the
-    batch (on xᵀ). L: MKL's kernels for few outputs: L partial sums (inputs i ≡ m mod L, products and sums rounded
-    separately), added pairwise by halves, then + b (MKL takes blocks of 4 outputs in 4 lanes, the rest in 8).
+    vectorised over the outputs (rows of Wᵀ, skipping each sample's zero inputs) when all are 0 and there are 8
+    outputs or more (or fewer than 8 samples), else over the batch (on xᵀ). L: MKL's kernels for few outputs:
+    L partial sums (inputs i ≡ m mod L, products and sums rounded separately), added pairwise by halves, then + b
+    (MKL takes blocks of 4 outputs in 4 lanes, the rest in 8).
     """
     zero = np.float32(0.0)
     widest_lanes = 0
@@ -409,17 +410,27 @@ def _q_values(
 def _dueling_q(heads: np.ndarray, batch: int, n_actions: int, out: np.ndarray) -> None:
     """Q = V + A − mean_a′ A from the dueling heads [V, A_0, ..., A_n−1] of each row, as ``DuelingQNetwork``'s forward.
 
-    Torch's mean over a row is its sum (left to right for so few elements) divided by the count; then (V + A) − mean.
+    Torch's CPU mean is the sum divided by the count. A row of fewer than 8 elements is summed by ATen's
+    ``row_sum``: 4 partial sums over elements i ≡ k mod 4 of the first multiple of 4, the rest added to the first,
+    then ((p0 + p1) + p2) + p3; longer rows (8 or more actions with AVX2) are vectorised, in another order, so
+    :func:`dueling_mean_is_torchs` checks before the kernel is used. Then (V + A) − mean.
     """
+    zero = np.float32(0.0)
     n_heads = n_actions + 1
+    grouped = n_actions - n_actions % 4
     for b in range(batch):
-        row = b * n_heads
-        total = heads[row + 1]
-        for a in range(1, n_actions):
-            total = total + heads[row + 1 + a]
-        mean = total / np.float32(n_actions)
+        first = b * n_heads + 1  # A_0
+        p0 = p1 = p2 = p3 = zero
+        for i in range(0, grouped, 4):
+            p0 += heads[first + i]
+            p1 += heads[first + i + 1]
+            p2 += heads[first + i + 2]
+            p3 += heads[first + i + 3]
+        for i in range(grouped, n_actions):
+            p0 += heads[first + i]
+        mean = (((p0 + p1) + p2) + p3) / np.float32(n_actions)
         for a in range(n_actions):
-            out[b * n_actions + a] = (heads[row] + heads[row + 1 + a]) - mean
+            out[b * n_actions + a] = (heads[first - 1] + heads[first + a]) - mean
 
 
 @jit
@@ -1161,6 +1172,7 @@ def set_leaves(tree: np.ndarray, capacity: int, depth: int, first_leaf: int, cou
 # ---------------------------------------------------------------------------------------------------------------
 LANE_CANDIDATES = (0, 4, 8, 2, 16)
 _calibrated: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray]] = {}
+_calibration_misses: dict[tuple[tuple[int, ...], int], list[str]] = {}
 
 
 def calibrate(dims: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1178,6 +1190,7 @@ def calibrate(dims: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     if key in _calibrated:
         return _calibrated[key]
     n_layers = len(dims) - 1
+    misses = []
     lanes = np.zeros((n_layers, max(int(d) for d in dims)), dtype=np.int64)
     fused_modes = np.ones((2, n_layers), dtype=np.int64)
     rng = np.random.default_rng(0)
@@ -1200,14 +1213,45 @@ def calibrate(dims: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
             matched |= new
             if matched.all():
                 break
+        if not matched.all():
+            misses.append(f"layer {layer} forward, outputs {np.flatnonzero(~matched).tolist()}")
         _, grad_unfused, below_unfused = probe_layer(x, weight, delta, lanes[layer, :n_out], False)
         _, grad_fused, below_fused = probe_layer(x, weight, delta, lanes[layer, :n_out], True)
         # unfused only where that, and not the FMA chain, reproduces torch
         unfused_grad = np.array_equal(grad_unfused, grad) and not np.array_equal(grad_fused, grad)
         unfused_below = np.array_equal(below_unfused, below) and not np.array_equal(below_fused, below)
         fused_modes[:, layer] = int(not unfused_grad), int(not unfused_below)
+        if not (unfused_grad or np.array_equal(grad_fused, grad)):
+            misses.append(f"layer {layer} weight gradient")
+        if layer > 0 and not (unfused_below or np.array_equal(below_fused, below)):
+            misses.append(f"layer {layer} input gradient")
     _calibrated[key] = lanes, fused_modes
+    _calibration_misses[key] = misses
     return lanes, fused_modes
+
+
+def calibration_misses(dims: np.ndarray, batch: int) -> list[str]:
+    """The products whose torch summation order :func:`calibrate` did not find (empty: the kernel is bit-exact)."""
+    calibrate(dims, batch)
+    return _calibration_misses[(tuple(int(d) for d in dims), int(batch))]
+
+
+_dueling_checked: dict[int, bool] = {}
+
+
+def dueling_mean_is_torchs(n_actions: int) -> bool:
+    """Whether :func:`_dueling_q` reproduces ``DuelingQNetwork``'s combination bit for bit for ``n_actions``.
+
+    Checked once per action count against torch on random heads; otherwise the fast path keeps its torch step.
+    """
+    if n_actions not in _dueling_checked:
+        heads = th.from_numpy(np.random.default_rng(0).standard_normal((256, n_actions + 1)).astype(np.float32))
+        value, advantages = heads[:, :1], heads[:, 1:]
+        expected = (value + advantages - advantages.mean(dim=1, keepdim=True)).numpy()
+        q = np.empty(256 * n_actions, np.float32)
+        _dueling_q(heads.numpy().ravel(), 256, n_actions, q)
+        _dueling_checked[n_actions] = bool(np.array_equal(q, expected.ravel()))
+    return _dueling_checked[n_actions]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1288,6 +1332,8 @@ class CompiledTrainer:
         buffer = model.replay_buffer
         if buffer.actions.ndim != 3 or buffer.actions.shape[2] != 1:
             return "actions stored with more than one component"
+        if isinstance(model.policy.q_net, DuelingQNetwork) and not dueling_mean_is_torchs(int(model.action_space.n)):
+            return f"a dueling mean over {model.action_space.n} actions, which torch sums in another order"
         return None
 
     @classmethod

@@ -185,10 +185,7 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
         (model.device.type == "cpu", f"the device {model.device}"),
         (_is_vector_space(model.observation_space), "a non-vector observation space"),
         (isinstance(model.action_space, spaces.Discrete) and model.action_space.start == 0, "a shifted action space"),
-        (type(model.policy) in (DQNPolicy, DuelingDQNPolicy), f"the policy {type(model.policy).__name__}"),
-        (type(q_net) in (QNetwork, DuelingQNetwork), f"the Q-network {type(q_net).__name__}"),
         (type(q_net.features_extractor) is FlattenExtractor, "a custom features extractor"),
-        (LinearReluStack.supports(getattr(q_net, "q_net", None)), "a network that is not a Linear/ReLU stack"),
         (type(buffer) in FAST_REPLAY_BUFFERS, f"the replay buffer {type(buffer).__name__}"),
         (not model.optimize_memory_usage, "optimize_memory_usage=True"),
         # NStepReplayBuffer's discounts are float32 only for a Python float γ (a NumPy float64 makes them float64)
@@ -200,7 +197,36 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
     for ok, what in checks:
         if not ok:
             return what
-    return _optimizer_reason(model.policy.optimizer)
+    return _network_reason(model) or _optimizer_reason(model.policy.optimizer)
+
+
+# The policies the fast path trains, by exact type, and the network class each must hold (online and target)
+FAST_NETWORKS = {DQNPolicy: QNetwork, DuelingDQNPolicy: DuelingQNetwork}
+
+
+def _network_reason(model: "SoftUpdateDQN") -> str | None:
+    """Why the Q-network or the target network is not what the fast path computes, or None.
+
+    Both must be Linear/ReLU stacks of the policy's own network class, shaped alike, whose last layer has one
+    output per action (a dueling network: one more, V).
+    """
+    policy = model.policy
+    network_class = FAST_NETWORKS.get(type(policy))
+    if network_class is None:
+        return f"the policy {type(policy).__name__}"
+    networks = (policy.q_net, policy.q_net_target)
+    for network in networks:
+        if type(network) is not network_class:
+            return f"the Q-network {type(network).__name__} in a {type(policy).__name__}"
+        if not LinearReluStack.supports(getattr(network, "q_net", None)):
+            return "a network that is not a Linear/ReLU stack"
+    online, target = ([tuple(p.shape) for p in network.parameters()] for network in networks)
+    if online != target:
+        return "a target network shaped unlike the Q-network"
+    outputs, n_actions = online[-1][0], int(model.action_space.n)  # the last bias: one per output
+    if outputs != n_actions + (network_class is DuelingQNetwork):
+        return f"a last layer with {outputs} outputs for {n_actions} actions"
+    return None
 
 
 class FastTrainer:

@@ -71,7 +71,7 @@ class SoftUpdateDQN(DQN):
     :param loss: ``"mse"`` (the lab) or ``"huber"`` (SB3's smooth L1)
     :param double_q: use the online network's argmax and the target network's value in the TD target (Double DQN)
     :param dueling: a dueling network (``DuelingDQNPolicy``): ``net_arch`` is the shared trunk, followed by a value
-        head V (→ 1) and an advantage head A (→ n_actions), Q = V + A − mean A
+        head V (→ 1) and an advantage head A (→ n_actions), Q = V + A − mean A (both heads in one last Linear layer)
     :param prioritized_replay: proportional prioritized replay (Schaul et al. 2016,
         https://arxiv.org/abs/1511.05952): transitions are replayed with probability ∝ (|δ| + ε)^α, the loss is
         weighted by importance-sampling weights (N·P(i))^−β / max, and priorities are set to |δ| + ε after every
