@@ -440,7 +440,7 @@ def _weight_grad(
     inputs: np.ndarray,
     n_in: int,
     batch: int,
-    fused: bool,
+    fused: np.ndarray,
     grads: np.ndarray,
     offset: int,
     scratch: np.ndarray,
@@ -448,17 +448,19 @@ def _weight_grad(
 ) -> None:
     """∂L/∂W = δᵀ·a ([n_out, n_in] at grads[offset:]) as chains over the batch in batch order.
 
-    Vectorised along the wider of the two dimensions: rows of a, skipping the samples whose δ is zero, or (for
-    a layer with fewer inputs than outputs) rows of δ, skipping zero inputs, into a transposed scratch.
+    Vectorised along the wider of the two dimensions: rows of a, skipping the samples whose δ is zero (row j of
+    the result with FMAs if ``fused[j]``), or (for a layer with fewer inputs than outputs) rows of δ, skipping
+    zero inputs, into a transposed scratch (all rows as ``fused[0]`` says).
     """
     if n_in >= n_out:
         for j in range(n_out):
             count = _nonzero(delta, j, n_out, batch, idx)
-            _accumulate(grads, offset + j * n_in, inputs, 0, n_in, n_in, delta, j, n_out, idx, count, fused)
+            row_fused = fused[j] == 1
+            _accumulate(grads, offset + j * n_in, inputs, 0, n_in, n_in, delta, j, n_out, idx, count, row_fused)
     else:
         for i in range(n_in):
             count = _nonzero(inputs, i, n_in, batch, idx)
-            _accumulate(scratch, i * n_out, delta, 0, n_out, n_out, inputs, i, n_in, idx, count, fused)
+            _accumulate(scratch, i * n_out, delta, 0, n_out, n_out, inputs, i, n_in, idx, count, fused[0] == 1)
         _transpose(scratch, 0, n_in, n_out, grads, offset)
 
 
@@ -487,9 +489,9 @@ def _input_grad(
 
 @jit
 def probe_layer(
-    x: np.ndarray, weight: np.ndarray, delta: np.ndarray, lanes: np.ndarray, fused: bool
+    x: np.ndarray, weight: np.ndarray, delta: np.ndarray, lanes: np.ndarray, grad_fused: np.ndarray, below_fused: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x·Wᵀ (output j in ``lanes[j]`` lanes), δᵀ·x and δ·W (FMA chains if ``fused``) of one layer."""
+    """x·Wᵀ (output j in ``lanes[j]`` lanes), δᵀ·x (row j with FMAs if ``grad_fused[j]``) and δ·W of one layer."""
     batch, n_in = x.shape
     n_out = weight.shape[0]
     widest = max(max(n_in, n_out), batch)
@@ -503,10 +505,10 @@ def probe_layer(
     forward = np.empty(batch * n_out, np.float32)
     _linear(x_flat, batch, n_in, n_out, flat, flat_t, 0, n_out * n_in, False, lanes, forward, scratch, idx)
     grad = np.empty(n_out * n_in, np.float32)
-    _weight_grad(delta_flat, n_out, x_flat, n_in, batch, fused, grad, 0, scratch, idx)
+    _weight_grad(delta_flat, n_out, x_flat, n_in, batch, grad_fused, grad, 0, scratch, idx)
     below = np.empty(batch * n_in, np.float32)
     ones = np.ones(batch * n_in, np.float32)  # no ReLU mask
-    _input_grad(delta_flat, n_out, flat, 0, ones, n_in, batch, fused, below, idx)
+    _input_grad(delta_flat, n_out, flat, 0, ones, n_in, batch, below_fused, below, idx)
     return forward.reshape((batch, n_out)), grad.reshape((n_out, n_in)), below.reshape((batch, n_in))
 
 
@@ -846,7 +848,8 @@ def train_steps(
     double_q: bool,
     dueling: bool,
     lanes: np.ndarray,
-    fused_modes: np.ndarray,
+    grad_fused: np.ndarray,
+    below_fused: np.ndarray,
     vec_width: int,
 ) -> float:
     """``len(batch_indices)`` gradient steps of ``SoftUpdateDQN._train_general``; returns the sum of the losses.
@@ -862,8 +865,8 @@ def train_steps(
     All of them are updated in place. ``dueling``: the stack's last layer outputs [V, A] (``DuelingQNetwork``), one
     more than there are actions, and Q = V + A − mean A. ``max_grad_norm`` <= 0 means no clipping. The summation
     orders come from :func:`calibrate`: ``lanes`` ([n_layers, widest]) of each output of each layer's forward
-    pass (MKL's lanes, 0 for FMA chains), ``fused_modes`` ([2, n_layers]) of each layer's weight gradient and input
-    gradient (1: FMA chains, 0: unfused chains).
+    pass (MKL's lanes, 0 for FMA chains), ``grad_fused`` ([n_layers, widest]) of each row of each weight gradient
+    and ``below_fused`` ([n_layers]) of each input gradient (1: FMA chains, 0: unfused chains).
     """
     zero = np.float32(0.0)
     one = np.float32(1.0)
@@ -1038,14 +1041,15 @@ def train_steps(
         for layer in range(last, -1, -1):
             n_out, n_prev = dims[layer + 1], dims[layer]
             layer_in = inputs[layer]
-            fused = fused_modes[0, layer] == 1
-            _weight_grad(delta, n_out, layer_in, n_prev, batch, fused, grads, weight_offsets[layer], scratch, idx)
+            _weight_grad(
+                delta, n_out, layer_in, n_prev, batch, grad_fused[layer], grads, weight_offsets[layer], scratch, idx
+            )
             bias_start = bias_offsets[layer]
             _column_sums(
                 delta[: batch * n_out].reshape((batch, n_out)), grads[bias_start : bias_start + n_out], vec_width
             )
             if layer > 0:
-                fused = fused_modes[1, layer] == 1
+                fused = below_fused[layer] == 1
                 _input_grad(delta, n_out, params, weight_offsets[layer], layer_in, n_prev, batch, fused, below, idx)
                 delta, below = below, delta
 
@@ -1171,28 +1175,32 @@ def set_leaves(tree: np.ndarray, capacity: int, depth: int, first_leaf: int, cou
 # Calibration: which summation order this torch's BLAS uses for each product, found by asking it
 # ---------------------------------------------------------------------------------------------------------------
 LANE_CANDIDATES = (0, 4, 8, 2, 16)
-_calibrated: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray]] = {}
+_calibrated: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 _calibration_misses: dict[tuple[tuple[int, ...], int], list[str]] = {}
 
 
-def calibrate(dims: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def calibrate(dims: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The summation orders (see :func:`train_steps`) under which the kernel reproduces torch's products bit for bit.
 
     MKL picks its kernel by shape and CPU, and they do not all sum alike: on an AMD EPYC with MKL 2024.2, x·Wᵀ
-    sums blocks of 4 outputs in 4 lanes without FMAs and the 1-3 outputs left over in 8 lanes, δᵀ·a with 8
-    inputs chains without FMAs, and the 64-wide products chain with FMAs. So each layer's forward pass, weight
-    gradient and input gradient is computed once on random data by torch and by the kernel in each candidate
-    order; for each output of the forward pass, and for each gradient as a whole, the order that reproduces
-    torch's result exactly is used (FMA chains if none does: then the two paths differ in the last bit of those
-    sums). Returns (lanes [n_layers, widest], fused_modes [2, n_layers]); cached per shape and batch size.
+    sums blocks of 4 outputs in 4 lanes without FMAs and the 1-3 outputs left over in 8 lanes; δᵀ·a chains
+    blocks of 4 rows with FMAs and the rows left over without, and with 8 inputs all rows without; the 64-wide
+    products chain with FMAs. So each layer's forward pass, weight gradient and input gradient is computed once
+    on random data by torch and by the kernel in each candidate order, and for each output of the forward pass,
+    each row of the weight gradient and each input gradient as a whole the order that reproduces torch's result
+    exactly is used (FMA chains if none does: then the two paths differ in the last bit of those sums, and
+    :func:`calibration_misses` names them). Returns (lanes [n_layers, widest], grad_fused [n_layers, widest],
+    below_fused [n_layers]); cached per shape and batch size.
     """
     key = (tuple(int(d) for d in dims), int(batch))
     if key in _calibrated:
         return _calibrated[key]
     n_layers = len(dims) - 1
+    widest = max(int(d) for d in dims)
+    lanes = np.zeros((n_layers, widest), dtype=np.int64)
+    grad_fused = np.ones((n_layers, widest), dtype=np.int64)
+    below_fused = np.ones(n_layers, dtype=np.int64)
     misses = []
-    lanes = np.zeros((n_layers, max(int(d) for d in dims)), dtype=np.int64)
-    fused_modes = np.ones((2, n_layers), dtype=np.int64)
     rng = np.random.default_rng(0)
     for layer in range(n_layers):
         n_in, n_out = int(dims[layer]), int(dims[layer + 1])
@@ -1203,31 +1211,41 @@ def calibrate(dims: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
         with th.no_grad():  # what autograd runs for nn.Linear: addmm, then δᵀ·a and δ·W
             forward = th.addmm(th.zeros(n_out), tx, tw.t()).numpy()
             grad, below = td.t().mm(tx).numpy(), td.mm(tw).numpy()
+        all_fused, none_fused = np.ones(n_out, np.int64), np.zeros(n_out, np.int64)
         matched = np.zeros(n_out, dtype=bool)
         for candidate in LANE_CANDIDATES:
             if candidate > 0 and n_in % candidate != 0:
                 continue
-            result = probe_layer(x, weight, delta, np.full(n_out, candidate, np.int64), True)[0]
+            result = probe_layer(x, weight, delta, np.full(n_out, candidate, np.int64), all_fused, True)[0]
             new = ~matched & np.all(result == forward, axis=0)
             lanes[layer, :n_out][new] = candidate
             matched |= new
             if matched.all():
                 break
-        if not matched.all():
-            misses.append(f"layer {layer} forward, outputs {np.flatnonzero(~matched).tolist()}")
-        _, grad_unfused, below_unfused = probe_layer(x, weight, delta, lanes[layer, :n_out], False)
-        _, grad_fused, below_fused = probe_layer(x, weight, delta, lanes[layer, :n_out], True)
+        layer_lanes = lanes[layer, :n_out]
+        _, grad_f, below_f = probe_layer(x, weight, delta, layer_lanes, all_fused, True)
+        _, grad_u, below_u = probe_layer(x, weight, delta, layer_lanes, none_fused, False)
         # unfused only where that, and not the FMA chain, reproduces torch
-        unfused_grad = np.array_equal(grad_unfused, grad) and not np.array_equal(grad_fused, grad)
-        unfused_below = np.array_equal(below_unfused, below) and not np.array_equal(below_fused, below)
-        fused_modes[:, layer] = int(not unfused_grad), int(not unfused_below)
-        if not (unfused_grad or np.array_equal(grad_fused, grad)):
-            misses.append(f"layer {layer} weight gradient")
-        if layer > 0 and not (unfused_below or np.array_equal(below_fused, below)):
+        rows_unfused = np.all(grad_u == grad, axis=1) & ~np.all(grad_f == grad, axis=1)
+        grad_fused[layer, :n_out] = ~rows_unfused
+        below_fused[layer] = not (np.array_equal(below_u, below) and not np.array_equal(below_f, below))
+        # what the chosen orders still do not reproduce
+        result, result_grad, result_below = probe_layer(
+            x, weight, delta, layer_lanes, grad_fused[layer, :n_out], bool(below_fused[layer])
+        )
+        if not np.array_equal(result, forward):
+            misses.append(
+                f"layer {layer} forward, outputs {np.flatnonzero(np.any(result != forward, axis=0)).tolist()}"
+            )
+        if not np.array_equal(result_grad, grad):
+            misses.append(
+                f"layer {layer} weight gradient, rows {np.flatnonzero(np.any(result_grad != grad, axis=1)).tolist()}"
+            )
+        if layer > 0 and not np.array_equal(result_below, below):  # the first layer's is never computed
             misses.append(f"layer {layer} input gradient")
-    _calibrated[key] = lanes, fused_modes
+    _calibrated[key] = lanes, grad_fused, below_fused
     _calibration_misses[key] = misses
-    return lanes, fused_modes
+    return lanes, grad_fused, below_fused
 
 
 def calibration_misses(dims: np.ndarray, batch: int) -> list[str]:
@@ -1315,7 +1333,7 @@ class CompiledTrainer:
         self.model = model
         self.vec_width = torch_vector_width()
         self.bindings = 0
-        self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._orders: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._discounts: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
         self.bind()
 
@@ -1494,7 +1512,7 @@ class CompiledTrainer:
             )
         return tables
 
-    def summation_orders(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    def summation_orders(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The kernel's summation orders for this network and minibatch size (:func:`calibrate`, looked up once)."""
         orders = self._orders.get(batch)
         if orders is None:
