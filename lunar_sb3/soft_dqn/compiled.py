@@ -16,7 +16,8 @@ decisions come out as on the autograd path and the two paths stay together over 
 
 * the ``nn.Linear`` products (x·Wᵀ, δᵀ·a, δ·W; MKL): chains over the summed index in index order, with FMAs
   or with separately rounded products, or (MKL's kernel for a few outputs) in 4 or 8 lanes added by halves;
-  which one MKL uses depends on shape and CPU, so :func:`calibrate` asks torch once per shape;
+  which one MKL uses depends on shape, CPU and even the output (blocks of 4 outputs or rows are summed unlike
+  the rest), so :func:`calibrate` asks torch once per shape, output by output;
 * ``δ.sum(0)`` (the bias gradients): ATen's cascade sum (:func:`_column_sums`);
 * ``linalg.vector_norm`` (gradient clipping): ATen's norm kernel (:func:`_norm`);
 * Adam: ``torch._fused_adam_``'s CPU kernel, including where its compiler fused multiply-adds (:func:`_adam`).
