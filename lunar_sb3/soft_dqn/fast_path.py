@@ -66,6 +66,8 @@ ADAM_OPTIONS_PASSED = {"params", "lr", "betas", "eps", "weight_decay", "initial_
 
 # The replay buffers whose sampling the fast path reproduces, by exact type: a subclass may sample otherwise
 FAST_REPLAY_BUFFERS = (ReplayBuffer, NStepReplayBuffer, PrioritizedReplayBuffer, PrioritizedNStepReplayBuffer)
+# The policies the fast path trains, by exact type, and the network class each must hold (online and target)
+FAST_NETWORKS = {DQNPolicy: QNetwork, DuelingDQNPolicy: DuelingQNetwork}
 
 
 def lerp_all(targets: list[th.Tensor], sources: list[th.Tensor], weight: float) -> None:
@@ -198,10 +200,6 @@ def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
         if not ok:
             return what
     return _network_reason(model) or _optimizer_reason(model.policy.optimizer)
-
-
-# The policies the fast path trains, by exact type, and the network class each must hold (online and target)
-FAST_NETWORKS = {DQNPolicy: QNetwork, DuelingDQNPolicy: DuelingQNetwork}
 
 
 def _network_reason(model: "SoftUpdateDQN") -> str | None:
