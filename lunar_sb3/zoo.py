@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -232,15 +233,21 @@ def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
             model_class_of(self.trained_agent)
         except ValueError as error:
             _fail(f"-i {error}")
+    scratch = None
+    if self.optimize_hyperparameters:
+        # -optimize trains in memory, yet the zoo's setup makes a run folder for one monitor file. In the run
+        # folder it would stay empty (and `enjoy -f logs`, newest run, would pick it and find no model), and two
+        # workers started together compute the same run folder: one would delete it under the other. So the
+        # setup gets a private folder of its own, removed once it is done.
+        scratch = tempfile.mkdtemp(prefix="lunar_sb3_optimize_")
+        self.save_path, self.params_path = scratch, os.path.join(scratch, self.env_name)
     try:
-        result = original(self)
+        return original(self)
     except (ValueError, AssertionError, TypeError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
         _fail(f"{type(error).__name__}: {error}")
-    if self.optimize_hyperparameters and not any(Path(self.save_path).rglob("*.zip")):
-        # -optimize trains in memory: the run folder the zoo made would only hold an empty monitor file, and
-        # `enjoy -f logs` (newest run) would then pick it and find no model
-        shutil.rmtree(self.save_path, ignore_errors=True)
-    return result
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @_patch("create_callbacks")
