@@ -1,12 +1,10 @@
 """The compiled (Numba) gradient step computes what the autograd path computes, on the model's own memory."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch as th
+from fast_helpers import assert_same_training_state, general_path, general_twin, quiet, train_alike
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import Logger
 
 from lunar_sb3 import SoftUpdateDQN
 from lunar_sb3.soft_dqn import compiled
@@ -14,59 +12,13 @@ from lunar_sb3.soft_dqn import compiled
 pytestmark = pytest.mark.skipif(not compiled.HAS_NUMBA, reason="numba is not installed")
 
 
-def general_path(model: SoftUpdateDQN) -> SoftUpdateDQN:
-    """Force the plain path: SB3's rollout loop and autograd gradients."""
-    model.use_fast_path = False
-    model._fast_trainer = None  # also for direct `train()` calls, which do not pass through `learn`
-    return model
-
-
-def quiet(model: SoftUpdateDQN) -> SoftUpdateDQN:
-    model.set_logger(Logger(folder=None, output_formats=[]))
-    return model
-
-
 def filled_pair(seed: int = 0, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
     """Two identical models (compiled, general) whose replay memories hold the same LunarLander transitions."""
     fast = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=seed, learning_starts=3000, **kwargs)
     fast.learn(3000)  # warm-up only: random actions, no gradient step
-    plain = quiet(general_path(SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=seed, **kwargs)))
-    plain.replay_buffer = copy.deepcopy(fast.replay_buffer)
-    plain.q_net.load_state_dict(fast.q_net.state_dict())
-    plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
+    plain = general_twin(fast, "LunarLander-v2", seed=seed, **kwargs)
     assert fast._fast_trainer.gradient_step == "compiled" and not plain.uses_fast_path
     return fast, plain
-
-
-def train_alike(models: tuple[SoftUpdateDQN, ...], steps: int, first_seed: int = 0) -> None:
-    """Gradient steps on the same minibatches for every model, each followed by a soft target update."""
-    for step in range(first_seed, first_seed + steps):
-        for model in models:
-            np.random.seed(step)
-            model._due_target_updates = 1
-            model.train(gradient_steps=1, batch_size=64)
-
-
-def assert_same_training_state(model: SoftUpdateDQN, reference: SoftUpdateDQN) -> None:
-    """Online and target weights and Adam's moments within 1e-5; Adam's step counts equal.
-
-    On the machine this was written on (AMD EPYC, torch 2.13 with MKL 2024.2) the two paths agree bit for bit:
-    the kernel sums every product in the order ``compiled.calibrate`` finds MKL using, and the bias sums, the
-    gradient norm and Adam in ATen's order. The tolerance is for a BLAS whose order the calibration cannot
-    reproduce (it then sums as FMA chains): its last-bit differences grow to ~1e-6 over 1000 steps.
-    ``exp_avg_sq`` holds squared gradients (up to ~10²; one float32 ulp of 100 is 8e-6), so it is compared
-    relative to its size.
-    """
-    for net in ("q_net", "q_net_target"):
-        pairs = zip(getattr(model, net).parameters(), getattr(reference, net).parameters(), strict=True)
-        for p_model, p_reference in pairs:
-            assert p_model.abs().sum() > 0
-            th.testing.assert_close(p_model, p_reference, rtol=0, atol=1e-5)
-    states = zip(model.policy.optimizer.state.values(), reference.policy.optimizer.state.values(), strict=True)
-    for s_model, s_reference in states:
-        assert float(s_model["step"]) == float(s_reference["step"])
-        th.testing.assert_close(s_model["exp_avg"], s_reference["exp_avg"], rtol=0, atol=1e-5)
-        th.testing.assert_close(s_model["exp_avg_sq"], s_reference["exp_avg_sq"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -106,10 +58,7 @@ def test_torch_step_without_numba(monkeypatch, how):
     fast.learn(3000)  # decided at each learn: the torch step
     assert fast.uses_fast_path and fast._fast_trainer.compiled is None
     assert fast._fast_trainer.gradient_step.startswith("torch (")
-    plain = quiet(general_path(SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=0, tau=0.01)))
-    plain.replay_buffer = copy.deepcopy(fast.replay_buffer)
-    plain.q_net.load_state_dict(fast.q_net.state_dict())
-    plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
+    plain = general_twin(fast, "LunarLander-v2", seed=0, tau=0.01)
     train_alike((fast, plain), 200)
     assert_same_training_state(fast, plain)
 

@@ -1,36 +1,24 @@
 """The fast path computes what the general (autograd, SB3 rollout) path computes, and keeps SB3's contracts."""
 
-import copy
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from fast_helpers import assert_same_training_state, general_path, general_twin, train_alike
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from lunar_sb3 import SoftUpdateDQN
 
 
-def general_path(model: SoftUpdateDQN) -> SoftUpdateDQN:
-    """Force the plain path: SB3's rollout loop and autograd gradients."""
-    model.use_fast_path = False
-    model._fast_trainer = None  # also for direct `train()` calls, which do not pass through `learn`
-    return model
-
-
 def filled_pair(seed: int = 0, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
     """Two identical models (fast, general) whose replay memories hold the same LunarLander transitions."""
     fast = SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=seed, learning_starts=3000, **kwargs)
     fast.learn(3000)  # warm-up only: random actions, no gradient step
-    plain = general_path(SoftUpdateDQN("MlpPolicy", "LunarLander-v2", seed=seed, **kwargs))
-    plain.set_logger(Logger(folder=None, output_formats=[]))
-    plain.replay_buffer = copy.deepcopy(fast.replay_buffer)
-    plain.q_net.load_state_dict(fast.q_net.state_dict())
-    plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
+    plain = general_twin(fast, "LunarLander-v2", seed=seed, **kwargs)
     assert fast.uses_fast_path and not plain.uses_fast_path
     return fast, plain
 
@@ -41,19 +29,8 @@ def filled_pair(seed: int = 0, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
 )
 def test_hand_gradients_equal_autograd_after_1000_steps(loss, double_q, max_grad_norm):
     fast, plain = filled_pair(loss=loss, double_q=double_q, max_grad_norm=max_grad_norm, tau=0.01)
-    for step in range(1000):
-        for model in (fast, plain):
-            np.random.seed(step)  # same minibatch for both
-            model._due_target_updates = 1
-            model.train(gradient_steps=1, batch_size=64)
-    for net in ("q_net", "q_net_target"):
-        for p_fast, p_plain in zip(getattr(fast, net).parameters(), getattr(plain, net).parameters(), strict=True):
-            assert not th.equal(p_fast, p_fast.new_zeros(p_fast.shape))
-            th.testing.assert_close(p_fast, p_plain, rtol=0, atol=1e-5)
-    # Adam's moments were built from the same gradients too
-    fast_state, plain_state = fast.policy.optimizer.state.values(), plain.policy.optimizer.state.values()
-    for s_fast, s_plain in zip(fast_state, plain_state, strict=True):
-        th.testing.assert_close(s_fast["exp_avg"], s_plain["exp_avg"], rtol=0, atol=1e-5)
+    train_alike((fast, plain), 1000)  # the same minibatches for both
+    assert_same_training_state(fast, plain)  # weights, and Adam's moments built from the same gradients
 
 
 def test_clipping_is_exercised():

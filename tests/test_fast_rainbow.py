@@ -12,10 +12,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from fast_helpers import assert_same_training_state, general_path, general_twin, train_alike
 from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from lunar_sb3 import SoftUpdateDQN
@@ -29,13 +29,6 @@ REPLAYS = {
     "both": (dict(n_steps=3, prioritized_replay=True), PrioritizedNStepReplayBuffer),
 }
 ALL_REPLAYS = {"uniform": (dict(), ReplayBuffer), **REPLAYS}
-
-
-def general_path(model: SoftUpdateDQN) -> SoftUpdateDQN:
-    """Force the plain path: SB3's rollout loop and autograd gradients."""
-    model.use_fast_path = False
-    model._fast_trainer = None  # also for direct `train()` calls, which do not pass through `learn`
-    return model
 
 
 def short_lander() -> gym.Env:
@@ -52,11 +45,7 @@ def filled_pair(replay: str, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
     options = {**ALL_REPLAYS[replay][0], "buffer_size": 2000, **kwargs}
     fast = SoftUpdateDQN("MlpPolicy", short_lander(), seed=0, learning_starts=3000, **options)
     fast.learn(3000)  # warm-up only: random actions, no gradient step
-    plain = general_path(SoftUpdateDQN("MlpPolicy", short_lander(), seed=0, **options))
-    plain.set_logger(Logger(folder=None, output_formats=[]))
-    plain.replay_buffer = copy.deepcopy(fast.replay_buffer)
-    plain.q_net.load_state_dict(fast.q_net.state_dict())
-    plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
+    plain = general_twin(fast, short_lander(), seed=0, **options)
     for model in (fast, plain):
         model._current_progress_remaining = 0.5  # prioritized replay's β = 0.4 + 0.6 · 0.5 = 0.7 in both
     buffer = fast.replay_buffer
@@ -65,33 +54,6 @@ def filled_pair(replay: str, **kwargs) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
     assert terminations > 5 and np.count_nonzero(buffer.timeouts) > 5  # both kinds of episode end are in there
     assert fast.uses_fast_path and not plain.uses_fast_path
     return fast, plain
-
-
-def train_alike(models: tuple[SoftUpdateDQN, ...], calls: int, gradient_steps: int = 1) -> None:
-    """``train`` calls on the same minibatches for every model, each followed by a soft target update."""
-    for call in range(calls):
-        for model in models:
-            np.random.seed(call)
-            model._due_target_updates = 1
-            model.train(gradient_steps=gradient_steps, batch_size=64)
-
-
-def assert_same_training_state(model: SoftUpdateDQN, reference: SoftUpdateDQN) -> None:
-    """Weights, Adam's moments and step counts, and (for prioritized replay) every priority, within 1e-5."""
-    for net in ("q_net", "q_net_target"):
-        pairs = zip(getattr(model, net).parameters(), getattr(reference, net).parameters(), strict=True)
-        for p_model, p_reference in pairs:
-            assert p_model.abs().sum() > 0
-            th.testing.assert_close(p_model, p_reference, rtol=0, atol=1e-5)
-    states = zip(model.policy.optimizer.state.values(), reference.policy.optimizer.state.values(), strict=True)
-    for s_model, s_reference in states:
-        assert float(s_model["step"]) == float(s_reference["step"])
-        th.testing.assert_close(s_model["exp_avg"], s_reference["exp_avg"], rtol=0, atol=1e-5)
-        th.testing.assert_close(s_model["exp_avg_sq"], s_reference["exp_avg_sq"], rtol=1e-5, atol=1e-5)
-    if isinstance(model.replay_buffer, PrioritizedReplayBuffer):
-        tree, reference_tree = model.replay_buffer.sum_tree, reference.replay_buffer.sum_tree
-        np.testing.assert_allclose(tree.tree, reference_tree.tree, rtol=1e-5, atol=0)
-        assert model.replay_buffer.max_priority == pytest.approx(reference.replay_buffer.max_priority, rel=1e-5)
 
 
 @pytest.mark.parametrize(
