@@ -9,6 +9,7 @@ import torch as th
 from stable_baselines3.common.logger import Logger
 
 from lunar_sb3 import SoftUpdateDQN
+from lunar_sb3.soft_dqn import compiled
 from lunar_sb3.soft_dqn.prioritized import PrioritizedReplayBuffer
 
 
@@ -66,3 +67,52 @@ def assert_same_training_state(model: SoftUpdateDQN, reference: SoftUpdateDQN) -
         tree, reference_tree = model.replay_buffer.sum_tree, reference.replay_buffer.sum_tree
         np.testing.assert_allclose(tree.tree, reference_tree.tree, rtol=1e-5, atol=0)
         assert model.replay_buffer.max_priority == pytest.approx(reference.replay_buffer.max_priority, rel=1e-5)
+
+
+def kernel_is_exact_here(dims: np.ndarray) -> bool:
+    """Whether the kernel reproduces this machine's torch for a network of widths ``dims``, piece by piece.
+
+    Calibration found every product's summation order, and the bias sums, the gradient norm and Adam agree with
+    torch bit for bit on random data of the network's tensor sizes (the kernel follows ATen's CPU code, which a
+    different CPU may run in another vector width).
+    """
+    if compiled.calibration_misses(dims, 64):
+        return False
+    rng = np.random.default_rng(0)
+    width = compiled.torch_vector_width()
+    sizes = [int(dims[i]) * int(dims[i + 1]) for i in range(len(dims) - 1)] + [int(d) for d in dims[1:]]
+    for columns in dims[1:]:
+        x = rng.standard_normal((64, int(columns))).astype(np.float32)
+        out = np.empty(int(columns), np.float32)
+        compiled._column_sums(x, out, width)
+        if not np.array_equal(out, th.from_numpy(x).sum(dim=0).numpy()):
+            return False
+    for size in [*sizes, len(sizes)]:
+        x = rng.standard_normal(size).astype(np.float32)
+        if compiled._norm(x, width) != th.linalg.vector_norm(th.from_numpy(x)).numpy():
+            return False
+    for size in sizes:
+        param, grad = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
+        exp_avg, exp_avg_sq = np.zeros(size, np.float32), np.full(size, 0.01, np.float32)
+        tensors = [th.from_numpy(a.copy()) for a in (param, grad, exp_avg, exp_avg_sq)]
+        th._fused_adam_(
+            [tensors[0]], [tensors[1]], [tensors[2]], [tensors[3]], [], [th.tensor(7.0)],
+            amsgrad=False, lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
+        )  # fmt: skip
+        compiled._adam(param, grad, exp_avg, exp_avg_sq, 7.0, 1e-3, 0.9, 0.999, 1e-8, 0.0, width)
+        theirs = (tensors[0], tensors[2], tensors[3])  # param, exp_avg, exp_avg_sq after the step
+        if not all(np.array_equal(a, t.numpy()) for a, t in zip((param, exp_avg, exp_avg_sq), theirs, strict=True)):
+            return False
+    return True
+
+
+def assert_bit_identical_where_exact(model: SoftUpdateDQN, reference: SoftUpdateDQN) -> None:
+    """Where the kernel reproduces every piece of torch's arithmetic (:func:`kernel_is_exact_here`), the two paths
+    must agree exactly, not just to 1e-5: check exactly (on the machine this was written on, they do)."""
+    trainer = model._fast_trainer.compiled
+    if trainer is None or not kernel_is_exact_here(trainer.dims):
+        return
+    for p_model, p_reference in zip(model.policy.parameters(), reference.policy.parameters(), strict=True):
+        th.testing.assert_close(p_model, p_reference, rtol=0, atol=0)
+    if isinstance(model.replay_buffer, PrioritizedReplayBuffer):
+        np.testing.assert_array_equal(model.replay_buffer.sum_tree.tree, reference.replay_buffer.sum_tree.tree)

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 import torch as th
-from fast_helpers import assert_same_training_state, general_path, general_twin, quiet, train_alike
+from fast_helpers import (
+    assert_bit_identical_where_exact,
+    assert_same_training_state,
+    general_path,
+    general_twin,
+    quiet,
+    train_alike,
+)
 from stable_baselines3.common.env_util import make_vec_env
 
 from lunar_sb3 import SoftUpdateDQN
@@ -29,6 +36,7 @@ def test_compiled_step_equals_autograd_after_1000_steps(loss, double_q, max_grad
     fast, plain = filled_pair(loss=loss, double_q=double_q, max_grad_norm=max_grad_norm, tau=0.01)
     train_alike((fast, plain), 1000)
     assert_same_training_state(fast, plain)
+    assert_bit_identical_where_exact(fast, plain)
     assert fast._fast_trainer.compiled.bindings == 1  # trained on the kernel throughout, nothing re-bound
 
 
@@ -45,6 +53,7 @@ def test_three_hidden_layers():
     assert list(fast._fast_trainer.compiled.dims) == [8, 32, 32, 32, 4]
     train_alike((fast, plain), 1000)
     assert_same_training_state(fast, plain)
+    assert_bit_identical_where_exact(fast, plain)
 
 
 @pytest.mark.parametrize("how", ["env", "missing"])
