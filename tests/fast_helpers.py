@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 
 from lunar_sb3 import SoftUpdateDQN
@@ -32,6 +33,21 @@ def general_twin(fast: SoftUpdateDQN, env: gym.Env | str, **kwargs) -> SoftUpdat
     plain.q_net.load_state_dict(fast.q_net.state_dict())
     plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
     return plain
+
+
+def seeded_runs(n_envs: int = 1, steps: int = 4000, **options) -> tuple[SoftUpdateDQN, SoftUpdateDQN]:
+    """The same seeded LunarLander training, ε decaying fast so greedy actions count: (fast path, general path)."""
+
+    def run(force_general: bool) -> SoftUpdateDQN:
+        env = make_vec_env("LunarLander-v2", n_envs=n_envs, seed=7)
+        model = SoftUpdateDQN("MlpPolicy", env, seed=7, exploration_decay=0.9, **options)
+        if force_general:
+            general_path(model)
+        return model.learn(steps)
+
+    fast, plain = run(False), run(True)
+    assert fast.uses_fast_path and not plain.uses_fast_path  # two different paths really ran
+    return fast, plain
 
 
 def train_alike(models: tuple[SoftUpdateDQN, ...], calls: int, first_seed: int = 0, gradient_steps: int = 1) -> None:

@@ -6,12 +6,10 @@ import torch as th
 from fast_helpers import (
     assert_bit_identical_where_exact,
     assert_same_training_state,
-    general_path,
     general_twin,
     quiet,
     train_alike,
 )
-from stable_baselines3.common.env_util import make_vec_env
 
 from lunar_sb3 import SoftUpdateDQN
 from lunar_sb3.soft_dqn import compiled
@@ -70,26 +68,6 @@ def test_torch_step_without_numba(monkeypatch, how):
     plain = general_twin(fast, "LunarLander-v2", seed=0, tau=0.01)
     train_alike((fast, plain), 200)
     assert_same_training_state(fast, plain)
-
-
-@pytest.mark.parametrize("n_envs", [1, 4])
-def test_seeded_runs_fill_identical_replay_memories(n_envs):
-    def run(force_general: bool) -> SoftUpdateDQN:
-        env = make_vec_env("LunarLander-v2", n_envs=n_envs, seed=7)
-        model = SoftUpdateDQN("MlpPolicy", env, seed=7, exploration_decay=0.9)
-        if force_general:
-            general_path(model)
-        return model.learn(4000)
-
-    fast, plain = run(False), run(True)
-    assert fast._fast_trainer.gradient_step == "compiled" and not plain.uses_fast_path
-    assert fast._n_updates == plain._n_updates > 900 // n_envs
-    assert fast.exploration_rate == plain.exploration_rate < 0.5  # greedy actions were taken too
-    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
-        np.testing.assert_array_equal(getattr(fast.replay_buffer, name), getattr(plain.replay_buffer, name), name)
-    assert fast.replay_buffer.pos == plain.replay_buffer.pos
-    for p_fast, p_plain in zip(fast.policy.parameters(), plain.policy.parameters(), strict=True):
-        th.testing.assert_close(p_fast, p_plain, rtol=0, atol=1e-5)
 
 
 def test_kernel_buffers_are_the_models_tensors():

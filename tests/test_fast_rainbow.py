@@ -15,13 +15,12 @@ import torch as th
 from fast_helpers import (
     assert_bit_identical_where_exact,
     assert_same_training_state,
-    general_path,
     general_twin,
+    seeded_runs,
     train_alike,
 )
 from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from lunar_sb3 import SoftUpdateDQN
@@ -108,15 +107,7 @@ def test_torch_fallback_equals_autograd(monkeypatch, replay):
 def test_seeded_runs_fill_identical_memories_and_priorities(replay, n_envs):
     """The lean rollout stores what ``buffer.add`` stores, new transitions included at the maximum priority."""
 
-    def run(force_general: bool) -> SoftUpdateDQN:
-        env = make_vec_env("LunarLander-v2", n_envs=n_envs, seed=7)
-        model = SoftUpdateDQN("MlpPolicy", env, seed=7, exploration_decay=0.9, **REPLAYS[replay][0])
-        if force_general:
-            general_path(model)
-        return model.learn(4000)
-
-    fast, plain = run(False), run(True)
-    assert fast.uses_fast_path and not plain.uses_fast_path  # two different paths really ran
+    fast, plain = seeded_runs(n_envs, **REPLAYS[replay][0])
     for name in ("num_timesteps", "finished_episodes", "_n_updates", "target_updates"):
         assert getattr(fast, name) == getattr(plain, name), name
     assert fast._n_updates > 900 // n_envs
@@ -291,15 +282,7 @@ def test_dueling_greedy_actions_match_torch():
 
 @pytest.mark.parametrize("replay", ["uniform", "both"])
 def test_dueling_seeded_runs_agree_on_both_paths(replay):
-    def run(force_general: bool) -> SoftUpdateDQN:
-        env = make_vec_env("LunarLander-v2", n_envs=1, seed=7)
-        options = ALL_REPLAYS[replay][0]
-        model = SoftUpdateDQN("MlpPolicy", env, seed=7, exploration_decay=0.9, dueling=True, **options)
-        if force_general:
-            general_path(model)
-        return model.learn(4000)
-
-    fast, plain = run(False), run(True)
+    fast, plain = seeded_runs(1, dueling=True, **ALL_REPLAYS[replay][0])
     assert fast.uses_fast_path and not plain.uses_fast_path
     assert fast.exploration_rate == plain.exploration_rate < 0.5  # greedy actions were taken too
     for name in ("observations", "actions", "rewards", "dones"):
