@@ -8,6 +8,17 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat
+from stable_baselines3.common.vec_env import VecEnv
+
+from lunar_sb3.envs import is_lunar_lander, reward_threshold
+
+
+def env_reward_threshold(env: VecEnv | None) -> float | None:
+    """The reward threshold of the (first) env in a VecEnv, from its gymnasium spec, or None."""
+    if env is None:
+        return None
+    spec = env.get_attr("spec", indices=[0])[0]
+    return reward_threshold(spec.id) if spec is not None else None
 
 
 class StopTrainingOnSolved(BaseCallback):
@@ -16,12 +27,13 @@ class StopTrainingOnSolved(BaseCallback):
     This is the lab's criterion (100 episodes, 200 points). It reads the ``Monitor`` episode statistics of the
     training env, so unlike SB3's ``StopTrainingOnRewardThreshold`` it needs no separate evaluation env.
 
-    :param solved_threshold: mean return that counts as solved (the lab: 200)
+    :param solved_threshold: mean return that counts as solved; None (default) takes the env's own reward
+        threshold: 200 for LunarLander (the lab's), 475 for CartPole-v1
     :param window: number of most recent training episodes averaged (the lab: 100)
     :param verbose: 1 prints a line when solved
     """
 
-    def __init__(self, solved_threshold: float = 200.0, window: int = 100, verbose: int = 1) -> None:
+    def __init__(self, solved_threshold: float | None = None, window: int = 100, verbose: int = 1) -> None:
         super().__init__(verbose)
         if window < 1:
             raise ValueError(f"StopTrainingOnSolved: window={window!r} must be an integer >= 1")
@@ -31,6 +43,14 @@ class StopTrainingOnSolved(BaseCallback):
         self.episodes = 0
         self.solved_at_episode: int | None = None
         self.solved_at_timestep: int | None = None
+
+    def _init_callback(self) -> None:
+        if self.solved_threshold is None:
+            self.solved_threshold = env_reward_threshold(self.training_env)
+            if self.solved_threshold is None:
+                raise ValueError(
+                    "StopTrainingOnSolved: the training env has no reward threshold; pass solved_threshold"
+                )
 
     def _on_step(self) -> bool:
         dones = self.locals["dones"]
@@ -60,19 +80,38 @@ class TrainingProgress(BaseCallback):
     (they still go to CSV/tensorboard either way): at ``verbose < 2`` only the logger's stdout table is removed.
 
     :param every: episodes between two lines
-    :param solved_threshold: the mean return the line compares against (the lab: 200)
+    :param solved_threshold: the mean return the line compares against; None takes the one of ``stop_rule``, else
+        the env's reward threshold (LunarLander: 200, the lab's), else the line shows no target
+    :param stop_rule: the run's ``StopTrainingOnSolved``, whose threshold the line and the summary then use
     :param verbose: 0 prints nothing, 1 the compact lines, 2 the compact lines and SB3's tables
     """
 
-    def __init__(self, every: int = 25, solved_threshold: float = 200.0, verbose: int = 1) -> None:
+    def __init__(
+        self,
+        every: int = 25,
+        solved_threshold: float | None = None,
+        stop_rule: StopTrainingOnSolved | None = None,
+        verbose: int = 1,
+    ) -> None:
         super().__init__(verbose)
         if every < 1:
             raise ValueError(f"TrainingProgress: every={every!r} must be an integer >= 1")
         self.every = every
         self.solved_threshold = solved_threshold
+        self.stop_rule = stop_rule
         self.episodes = 0
         self.start_time = time.perf_counter()
         self.start_timesteps = 0
+        self.interrupted = False
+
+    @property
+    def threshold(self) -> float | None:
+        """The "solved" bar this run is measured against, or None when the env has none."""
+        if self.solved_threshold is not None:
+            return self.solved_threshold
+        if self.stop_rule is not None and self.stop_rule.solved_threshold is not None:
+            return self.stop_rule.solved_threshold
+        return env_reward_threshold(self.training_env) if self.model is not None else None
 
     def _on_training_start(self) -> None:
         self.start_time = time.perf_counter()
@@ -103,9 +142,10 @@ class TrainingProgress(BaseCallback):
         mean = f"{np.mean(returns):7.1f}" if returns else "      –"
         elapsed = self.elapsed()
         speed = (self.num_timesteps - self.start_timesteps) / max(elapsed, 1e-9)
+        target = "" if self.threshold is None else f" / {self.threshold:g}"
         return (
             f"episode {self.episodes:5d} | {self.num_timesteps:9,d} steps | "
-            f"mean return (last {len(returns)}) {mean} / {self.solved_threshold:g} | "
+            f"mean return (last {len(returns)}) {mean}{target} | "
             f"ε {self.model.exploration_rate:.3f} | {speed:6,.0f} steps/s | {_clock(elapsed)} elapsed"
         )
 
@@ -113,35 +153,42 @@ class TrainingProgress(BaseCallback):
         self, model: Any, model_path: Path, env_id: str, solved: StopTrainingOnSolved | None, extra: str = ""
     ) -> str:
         """What happened and what to run next, with this run's actual paths (``extra``: more result lines)."""
+        returns = [info["r"] for info in model.ep_info_buffer]
+        mean = f"{np.mean(returns):.1f}" if returns else "n/a"
+        threshold = self.threshold
         if solved is not None and solved.solved_at_episode is not None:
             outcome = (
                 f"Solved after {solved.solved_at_episode} episodes ({solved.solved_at_timestep:,} env steps): "
                 f"the last {solved.window} episodes average >= {solved.solved_threshold:g}."
             )
+        elif threshold is None:
+            outcome = f"No 'solved' bar: {env_id} has no reward threshold. Last {len(returns)} episodes: mean {mean}."
         else:
-            returns = [info["r"] for info in model.ep_info_buffer]
-            reached = bool(returns) and len(returns) >= 100 and np.mean(returns) >= self.solved_threshold
-            mean = f"{np.mean(returns):.1f}" if returns else "n/a"
+            reached = len(returns) >= 100 and np.mean(returns) >= threshold
             relation = ">=" if reached else "<"
             verdict = "Solved (training went on past it)" if reached else "Not solved"
-            outcome = (
-                f"{verdict}: the last {len(returns)} episodes average {mean} ({relation} {self.solved_threshold:g})."
-            )
+            outcome = f"{verdict}: the last {len(returns)} episodes average {mean} ({relation} {threshold:g})."
         run = model_path.parent
         algo_env = f"--algo soft_dqn --env {env_id}"
         logs, exp_id = run.parent.parent, run.name.rsplit("_", 1)[-1]
+        ended = (
+            f"Interrupted (Ctrl-C) at {model.num_timesteps:,} env steps; the model was saved as it was then"
+            if self.interrupted
+            else f"Training finished in {_clock(self.elapsed())}"
+        )
+        landing_tools = is_lunar_lander(env_id)  # evaluate reports landings: LunarLander only
         return "\n".join(
             [
                 "",
-                f"Training finished in {_clock(self.elapsed())} ({model.num_timesteps:,} env steps, "
-                f"{self.episodes} episodes this run).",
+                f"{ended} ({model.num_timesteps:,} env steps, {self.episodes} episodes this run"
+                f"{f', {_clock(self.elapsed())}' if self.interrupted else ''}).",
                 outcome,
                 *([extra] if extra else []),
                 f"Model: {model_path}",
                 "Next:",
                 f"  python -m rl_zoo3.enjoy {algo_env} -f {logs} --exp-id {exp_id} --no-render -n 1000   # play",
                 f"  python -m rl_zoo3.record_video {algo_env} -f {logs} --exp-id {exp_id} -n 1000   # mp4",
-                f"  python -m lunar_sb3.evaluate {run}   # 100 greedy episodes, landing outcomes",
+                *([f"  python -m lunar_sb3.evaluate {run}   # 100 greedy episodes, landing outcomes"] * landing_tools),
                 f"  python -m lunar_sb3.plot {run}   # learning curve PNG beside the run",
             ]
         )

@@ -21,3 +21,24 @@ def register_lunar_lander_v2() -> None:
         max_episode_steps=1000,
         reward_threshold=200,
     )
+
+
+def reward_threshold(env_id: str) -> float | None:
+    """The return at which gymnasium calls ``env_id`` solved (LunarLander 200, CartPole-v1 475), or None.
+
+    The lab's "solved" (mean of the last 100 episodes >= 200) is LunarLander's own threshold; other envs get theirs.
+    """
+    try:
+        threshold = gym.spec(env_id).reward_threshold
+    except gym.error.Error:
+        return None
+    return None if threshold is None else float(threshold)
+
+
+def is_lunar_lander(env_id: str) -> bool:
+    """Whether the landing tools (outcomes, ``lunar_sb3.evaluate``) apply: LunarLander with discrete actions."""
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error:
+        return False
+    return "lunar_lander:LunarLander" in str(spec.entry_point) and not spec.kwargs.get("continuous", False)

@@ -15,15 +15,12 @@ normalised with its saved statistics: a ``vecnormalize.pkl`` found beside the mo
 from __future__ import annotations
 
 import ast
-import base64
 import json
 import sys
 import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import cloudpickle
 import gymnasium as gym
 import numpy as np
 import torch
@@ -31,7 +28,6 @@ import yaml
 from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-from stable_baselines3.dqn.policies import DQNPolicy
 
 from lunar_sb3.envs import LAB_ENV_ID
 from lunar_sb3.landing import OUTCOMES, LandingOutcome, greedy_episode
@@ -46,6 +42,7 @@ from lunar_sb3.outputs import (
 )
 from lunar_sb3.pictures import CHART_FORMATS, landing_gif, outcome_chart
 from lunar_sb3.soft_dqn import SoftUpdateDQN
+from lunar_sb3.soft_dqn.model_file import SB3_DQN, SOFT_DQN, saved_algorithm
 
 SOLVED_RETURN = 200.0
 """An episode counts as solved at this return (the lab's and gymnasium's threshold)."""
@@ -53,9 +50,6 @@ SOLVED_RETURN = 200.0
 ZOO_ALGO = "soft_dqn"
 """The algorithm folder ``-f LOG_FOLDER`` looks in unless ``--algo`` says otherwise."""
 VECNORMALIZE_FILE = "vecnormalize.pkl"
-
-# Attributes that SoftUpdateDQN sets and saves but SB3's DQN does not (DQN does save `exploration_schedule`).
-_SOFT_UPDATE_DQN_KEYS = frozenset({"exploration_decay", "finished_episodes"})
 
 
 def evaluate_model(
@@ -141,58 +135,16 @@ def load_model(path: str | Path) -> BaseAlgorithm:
 
 
 def model_class_of(path: str | Path) -> type[BaseAlgorithm]:
-    """``SoftUpdateDQN`` or ``DQN``, read from a model zip without loading its networks.
-
-    ``SoftUpdateDQN.load`` would also accept a plain ``DQN`` zip (and vice versa), silently giving it the other
-    class's defaults, so the class is decided from the data instead: only a ``SoftUpdateDQN`` saves the
-    attributes in ``_SOFT_UPDATE_DQN_KEYS``. Another algorithm's zip (PPO, SAC, QR-DQN ...) is recognised by its
-    policy class and refused with its name, instead of failing somewhere inside DQN's loader.
+    """``SoftUpdateDQN`` or ``DQN``, read from a model zip without loading its networks (see ``model_file``).
 
     :raises ValueError: if the file is not an SB3 model zip of a DQN
     """
-    if Path(path).is_file() and Path(path).stat().st_size == 0:
-        raise ValueError(f"{path} is an empty file, not a Stable-Baselines3 model zip")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a Stable-Baselines3 model zip ({error})") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a Stable-Baselines3 model zip (its 'data' is not a JSON object)")
-    policy_class = _saved_policy_class(path, data)
-    if not issubclass(policy_class, DQNPolicy):
+    algorithm = saved_algorithm(path)
+    if algorithm not in (SOFT_DQN, SB3_DQN):
         raise ValueError(
-            f"{path} holds a model of another algorithm ({_algorithm_name(data, policy_class)}): "
-            "evaluate takes SoftUpdateDQN or SB3 DQN models"
+            f"{path} holds a model of another algorithm ({algorithm}): evaluate takes SoftUpdateDQN or SB3 DQN models"
         )
-    return SoftUpdateDQN if _SOFT_UPDATE_DQN_KEYS & data.keys() else DQN
-
-
-def _saved_policy_class(path: str | Path, data: dict) -> type:
-    """The policy class SB3 cloudpickled into the zip's data (unpickling it is what ``load`` does anyway)."""
-    entry = data.get("policy_class")
-    if not isinstance(entry, dict) or ":serialized:" not in entry:
-        raise ValueError(f"{path} is not a Stable-Baselines3 model zip (it saves no policy class)")
-    try:
-        policy_class = cloudpickle.loads(base64.b64decode(entry[":serialized:"]))
-    except Exception as error:  # a class from a package not installed here, or garbage
-        raise ValueError(f"cannot read the policy class saved in {path} ({type(error).__name__}: {error})") from error
-    if not isinstance(policy_class, type):
-        raise ValueError(f"{path} is not a Stable-Baselines3 model zip (its policy class is {policy_class!r})")
-    return policy_class
-
-
-def _algorithm_name(data: dict, policy_class: type) -> str:
-    """A best guess at which algorithm saved a non-DQN zip, for the error message."""
-    module = policy_class.__module__.split(".")
-    name = f"policy {policy_class.__name__}"
-    if len(module) == 3 and module[0] in ("stable_baselines3", "sb3_contrib") and module[1] != "common":
-        return f"{module[1].upper()}, {name}"  # e.g. stable_baselines3.sac.policies
-    if "clip_range" in data:
-        return f"PPO, {name}"
-    if "gae_lambda" in data:
-        return f"A2C, {name}"
-    return name
+    return SoftUpdateDQN if algorithm == SOFT_DQN else DQN
 
 
 def find_vec_normalize(model_path: str | Path, env_id: str) -> Path | None:

@@ -1,9 +1,9 @@
 """Learning curve PNG from a training run's Monitor files, for machines without a screen.
 
-``python -m rl_zoo3.plots.plot_train`` opens a window; this writes the same curve (plus the lab's 200 line)
-to a file, by default beside the run: ``python -m lunar_sb3.plot logs/soft_dqn/LunarLander-v2_1`` writes
-``logs/soft_dqn/LunarLander-v2_1/learning_curve.png``; ``-f logs --algo soft_dqn --exp-id 0`` picks the latest run
-the way rl-zoo3 does, ``-o`` writes elsewhere.
+``python -m rl_zoo3.plots.plot_train`` opens a window; this writes the same curve (plus the env's "solved"
+line: 200 for LunarLander) to a file, by default beside the run: ``python -m lunar_sb3.plot
+logs/soft_dqn/LunarLander-v2_1`` writes ``logs/soft_dqn/LunarLander-v2_1/learning_curve.png``;
+``-f logs --algo soft_dqn --exp-id 0`` picks the latest run the way rl-zoo3 does, ``-o`` writes elsewhere.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from stable_baselines3.common.monitor import LoadMonitorResultsError, load_results  # noqa: E402
 
-from lunar_sb3.envs import LAB_ENV_ID  # noqa: E402
+from lunar_sb3.envs import LAB_ENV_ID, reward_threshold  # noqa: E402
 from lunar_sb3.outputs import (  # noqa: E402
     OneLineArgumentParser,
     OutputError,
     atomic_path,
     check_writable_file,
+    env_id_of_run,
     find_run_folder,
     has_monitor_files,
 )
@@ -34,8 +35,13 @@ DEFAULT_NAME = "learning_curve.png"
 ZOO_ALGO = "soft_dqn"
 
 
-def plot_learning_curve(run_folder: str | Path, output: str | Path, window: int = 100) -> Path:
+def plot_learning_curve(
+    run_folder: str | Path, output: str | Path, window: int = 100, solved_threshold: float | None = None
+) -> Path:
     """Training return per episode and its ``window``-episode moving average against env steps.
+
+    The "solved" line is at ``solved_threshold``, by default the reward threshold of the env the run folder is
+    named after (LunarLander: 200, CartPole-v1: 475); an env without one gets no line.
 
     The PNG is written under a temporary name and then renamed, so a failure never leaves a partial image.
 
@@ -62,7 +68,12 @@ def plot_learning_curve(run_folder: str | Path, output: str | Path, window: int 
         if len(returns) >= window:
             moving = np.convolve(returns, np.ones(window) / window, mode="valid")
             ax.plot(steps[window - 1 :], moving, color="tab:blue", label=f"{window}-episode mean")
-        ax.axhline(200, color="black", linestyle="--", linewidth=1, label="solved (200)")
+        if solved_threshold is None:
+            env_id = env_id_of_run(Path(run_folder).absolute())
+            solved_threshold = reward_threshold(env_id) if env_id else None
+        if solved_threshold is not None:
+            label = f"solved ({solved_threshold:g})"
+            ax.axhline(solved_threshold, color="black", linestyle="--", linewidth=1, label=label)
         ax.set_xlabel("env steps")
         ax.set_ylabel("training return")
         ax.set_title(f"{Path(run_folder).absolute().name}: {len(returns)} episodes")

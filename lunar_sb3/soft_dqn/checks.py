@@ -32,8 +32,14 @@ def check_hyperparameters(
     train_freq: int | tuple[int, str],
     gradient_steps: int,
     n_steps: int,
+    switches: dict[str, Any],
+    policy_kwargs: dict[str, Any] | None,
 ) -> None:
-    """Raise a ValueError that names the parameter and its allowed range."""
+    """Raise a ValueError that names the parameter and its allowed range.
+
+    ``switches`` maps the name of each on/off option to its value: only ``True``/``False`` are accepted, since
+    the string ``"False"`` is truthy and would silently switch the option on.
+    """
 
     def fail(name: str, value: Any, allowed: str) -> None:
         raise ValueError(f"SoftUpdateDQN: {name}={value!r} is invalid; {name} must be {allowed}.")
@@ -77,6 +83,16 @@ def check_hyperparameters(
             fail(name, value, f"an integer >= {minimum} (the lab: {lab})")
     if not (_is_number(gamma) and 0 <= gamma <= 1):
         fail("gamma", gamma, "in [0, 1] (0.995 in the lab)")
+    if _is_integer(buffer_size) and _is_integer(batch_size) and buffer_size < batch_size:
+        fail("buffer_size", buffer_size, f">= batch_size ({batch_size}): a minibatch is drawn from the memory")
+    for name, value in switches.items():
+        if not isinstance(value, (bool, np.bool_)):
+            fail(name, value, "True or False")
+    net_arch = (policy_kwargs or {}).get("net_arch")
+    if net_arch is not None and not (
+        isinstance(net_arch, (list, tuple)) and all(_is_integer(width) and width >= 1 for width in net_arch)
+    ):
+        fail("policy_kwargs['net_arch']", net_arch, "a list of layer widths, each an integer >= 1 (the lab: [64, 64])")
     is_pair = isinstance(train_freq, (tuple, list)) and len(train_freq) == 2
     frequency, unit = train_freq if is_pair else (train_freq, "step")
     if not _is_integer(frequency) or frequency < 1 or unit not in ("step", "episode"):

@@ -1,5 +1,6 @@
 """Soft-update Deep Q-Learning: the "Deep Q-Learning - Lunar Lander" lab as a Stable-Baselines3 ``DQN``."""
 
+import os
 import warnings
 from typing import Any, ClassVar, TypeVar
 
@@ -22,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from lunar_sb3.soft_dqn import fast_path, fast_rollout
 from lunar_sb3.soft_dqn.checks import LOSSES, check_hyperparameters
+from lunar_sb3.soft_dqn.model_file import check_soft_dqn_zip
 from lunar_sb3.soft_dqn.policies import CnnPolicy, DQNPolicy, DuelingDQNPolicy, MlpPolicy, MultiInputPolicy
 from lunar_sb3.soft_dqn.prioritized import (
     PrioritizedNStepReplayBuffer,
@@ -160,6 +162,14 @@ class SoftUpdateDQN(DQN):
             train_freq=train_freq,
             gradient_steps=gradient_steps,
             n_steps=n_steps,
+            switches=dict(
+                optimize_memory_usage=optimize_memory_usage,
+                double_q=double_q,
+                dueling=dueling,
+                prioritized_replay=prioritized_replay,
+                use_fast_path=use_fast_path,
+            ),
+            policy_kwargs=policy_kwargs,
         )
         self.use_fast_path = use_fast_path
         if dueling and policy not in ("MlpPolicy", "DuelingMlpPolicy", MlpPolicy, DuelingDQNPolicy):
@@ -283,6 +293,13 @@ class SoftUpdateDQN(DQN):
         # Set by the zoo for `-i`: a resumed run keeps counting env steps (rl-zoo3 always resets them)
         reset_num_timesteps = reset_num_timesteps and not getattr(self, "_keep_step_counter", False)
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    @classmethod
+    def load(cls: type[SelfSoftUpdateDQN], path: Any, *args: Any, **kwargs: Any) -> SelfSoftUpdateDQN:  # type: ignore[override]
+        """SB3's ``load``, after checking that the file holds a SoftUpdateDQN (one sentence otherwise)."""
+        if isinstance(path, (str, os.PathLike)):
+            check_soft_dqn_zip(path)
+        return super().load(path, *args, **kwargs)
 
     @property
     def uses_fast_path(self) -> bool:

@@ -8,7 +8,7 @@ import rl_zoo3.hyperparams_opt
 import rl_zoo3.utils
 
 from lunar_sb3 import SoftUpdateDQN
-from lunar_sb3.zoo.errors import ALGO_NAME
+from lunar_sb3.zoo.errors import ALGO_NAME, install_excepthook
 from lunar_sb3.zoo.experiment import install_patches
 from lunar_sb3.zoo.hyperparams import (
     convert_soft_dqn_params,
@@ -33,6 +33,7 @@ def register() -> None:
     rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_soft_dqn_params
     rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_soft_dqn_params
     install_patches()
+    install_excepthook()
 
 
 register()

@@ -10,7 +10,9 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +24,11 @@ from stable_baselines3.common.callbacks import CheckpointCallback
 
 from lunar_sb3 import StopTrainingOnSolved
 from lunar_sb3.callbacks import TrainingProgress
+from lunar_sb3.checkpoints import WholeCheckpointCallback, is_checkpoint, is_intact, newest_intact_checkpoint
 from lunar_sb3.robust import LandingEvalCallback
+from lunar_sb3.soft_dqn.model_file import check_soft_dqn_zip
 from lunar_sb3.zoo.errors import ALGO_NAME, check_optuna_storage, fail
-from lunar_sb3.zoo.hyperparams import check_hyperparameter_names, hyperparams_path
+from lunar_sb3.zoo.hyperparams import check_hyperparameter_names, hyperparams_path, read_switches
 
 _PATCHES: dict[str, Callable[..., Any]] = {}
 
@@ -84,6 +88,9 @@ def _patch_init() -> None:
                 optimize=bool(arguments.get("optimize_hyperparameters")),
             )
             args = arguments.get("args")
+            n_timesteps = getattr(args, "n_timesteps", -1)
+            if n_timesteps == 0 or n_timesteps < -1:  # the zoo would silently train the YAML's whole budget
+                fail(f"-n {n_timesteps}: the number of env steps must be >= 1 (leave -n out for the YAML's budget)")
             # PyTorch's OpenMP threads spin-wait inside the tiny matrix products of a 64-64 network: on a busy
             # machine two threads run ~40x slower than one. One thread unless --num-threads says otherwise.
             if args is None or getattr(args, "num_threads", -1) <= 0:
@@ -110,6 +117,8 @@ def _read_hyperparameters(original: Callable[..., Any], self: Any) -> tuple[dict
         if trial_zero:
             self.custom_hyperparams = custom
     check_hyperparameter_names(hyperparams, f"{self.config} or -params")
+    hyperparams = read_switches(hyperparams)
+    self._lunar_sb3_keep_replay_buffers = hyperparams.pop("keep_replay_buffers", 1)
     return hyperparams, saved
 
 
@@ -117,12 +126,7 @@ def _read_hyperparameters(original: Callable[..., Any], self: Any) -> tuple[dict
 def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
     """Bad values (``tau:5``), an env with continuous actions, a broken ``-i`` file: one line, not a traceback."""
     if self.continue_training:
-        from lunar_sb3.evaluate import model_class_of  # recognises another algorithm's zip by its policy class
-
-        try:
-            model_class_of(self.trained_agent)
-        except ValueError as error:
-            fail(f"-i {error}")
+        _check_trained_agent(Path(self.trained_agent))
     scratch = None
     if self.optimize_hyperparameters:
         # -optimize trains in memory, yet the zoo's setup makes a run folder for one monitor file. In the run
@@ -134,10 +138,59 @@ def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
     try:
         return original(self)
     except (ValueError, AssertionError, TypeError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
+        _release_run_folder(self)
         fail(f"{type(error).__name__}: {error}")
+    except BaseException:
+        _release_run_folder(self)  # a rejected command leaves no run folder behind
+        raise
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_trained_agent(agent: Path) -> None:
+    """``-i``: a SoftUpdateDQN zip, and for a checkpoint an intact one (else name the newest intact one)."""
+    try:
+        check_soft_dqn_zip(agent)
+        if is_checkpoint(agent) and not is_intact(agent):
+            raise ValueError(f"{agent} is an incomplete checkpoint (training stopped while it was written)")
+    except ValueError as error:
+        newest = newest_intact_checkpoint(agent.parent) if is_checkpoint(agent) else None
+        fail(f"-i {error}" + (f"; the newest intact checkpoint is {newest}" if newest else ""))
+
+
+@_patch("create_log_folder")
+def _create_log_folder(original: Callable[..., Any], self: Any) -> None:
+    """Claim the run folder atomically: runs started together with one ``-f`` get distinct folders.
+
+    rl-zoo3 picks ``<ENV>_<latest + 1>`` when the command starts and creates it with ``exist_ok=True``, so two runs
+    started in the same second share one folder (one's model beside the other's monitor file). Here the folder is
+    created with ``mkdir`` (create-or-fail), and a folder someone else created first means trying the next number.
+    """
+    if self.optimize_hyperparameters:
+        return original(self)
+    save_path = Path(self.save_path)
+    match = re.fullmatch(re.escape(str(self.env_name)) + r"_(\d+)(.*)", save_path.name)
+    run_id, suffix = (int(match[1]), match[2]) if match else (1, "")  # suffix: the zoo's --uuid
+    save_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        save_path = save_path.parent / f"{self.env_name}_{run_id}{suffix}"
+        try:
+            save_path.mkdir()
+            break
+        except FileExistsError:
+            run_id += 1
+    self._lunar_sb3_claimed = save_path
+    self.save_path, self.params_path = str(save_path), str(save_path / str(self.env_name))
+    os.makedirs(self.params_path, exist_ok=True)
+
+
+def _release_run_folder(self: Any) -> None:
+    """Delete the run folder this command claimed (only that one, and only while setting up)."""
+    claimed = getattr(self, "_lunar_sb3_claimed", None)
+    if claimed is not None:
+        shutil.rmtree(claimed, ignore_errors=True)
+        self._lunar_sb3_claimed = None
 
 
 @_patch("create_callbacks")
@@ -159,14 +212,22 @@ def _create_callbacks(original: Callable[..., Any], self: Any) -> None:
         if callback.best_model_save_path is None:
             callback.best_model_save_path = run_folder
     landing_in_run = any(c.best_model_save_path == run_folder for c in landing)
-    for callback in self.callbacks:
-        if isinstance(callback, CheckpointCallback):
-            callback.save_replay_buffer = True
-            callback.save_vecnormalize = True
+    for i, callback in enumerate(self.callbacks):
+        if type(callback) is CheckpointCallback:  # the zoo's --save-freq: whole-or-absent, with the memory
+            self.callbacks[i] = WholeCheckpointCallback(
+                callback.save_freq,
+                callback.save_path,
+                callback.name_prefix,
+                save_replay_buffer=True,
+                save_vecnormalize=True,
+                keep_replay_buffers=getattr(self, "_lunar_sb3_keep_replay_buffers", 1),
+                verbose=callback.verbose,
+            )
         if isinstance(callback, EvalCallback) and landing_in_run:
             callback.best_model_save_path = None
     if not self.optimize_hyperparameters:
-        self._lunar_sb3_progress = TrainingProgress(verbose=self.verbose)
+        stop_rule = next((c for c in self.callbacks if isinstance(c, StopTrainingOnSolved)), None)
+        self._lunar_sb3_progress = TrainingProgress(stop_rule=stop_rule, verbose=self.verbose)
         self.callbacks.append(self._lunar_sb3_progress)
 
 
@@ -182,19 +243,39 @@ def _load_pretrained_agent(original: Callable[..., Any], self: Any, hyperparams:
         if checkpoint_buffer.exists():
             print(f"Loading replay buffer {checkpoint_buffer}")
             model.load_replay_buffer(checkpoint_buffer)
+        else:
+            print(
+                f"Note: {agent.name} kept no replay memory (by default only the newest checkpoint keeps it, see "
+                "keep_replay_buffers); training continues with an empty one"
+            )
     return model
 
 
 @_patch("learn")
 def _learn(original: Callable[..., Any], self: Any, model: Any) -> None:
-    """Continued training (``-i``) keeps counting env steps, so ``-n`` adds steps and logs continue."""
-    if not self.continue_training:
-        return original(self, model)
-    model._keep_step_counter = True  # an attribute, not a wrapped `learn`: checkpoints pickle the model's dict
+    """Continued training (``-i``) keeps counting env steps; a Ctrl-C is remembered for the summary.
+
+    rl-zoo3 catches the ``KeyboardInterrupt`` and saves the model as if training had ended; the summary must not
+    then report a finished run.
+    """
+    progress = getattr(self, "_lunar_sb3_progress", None)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        if progress is not None:
+            progress.interrupted = True
+        raise KeyboardInterrupt
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGINT, interrupted)
+    model._keep_step_counter = self.continue_training  # an attribute: checkpoints pickle the model's dict
     try:
         return original(self, model)
     finally:
         model._keep_step_counter = False
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 @_patch("save_trained_model")

@@ -91,6 +91,10 @@ ZOO_KEYS = frozenset(
         "noise_std",
     }
 )
+# Keys that only `--algo soft_dqn` reads (taken out before the model is built)
+PLUGIN_KEYS = frozenset({"keep_replay_buffers"})
+"""``keep_replay_buffers``: how many of the newest ``--save-freq`` checkpoints keep their replay memory (default 1,
+-1 keeps all)."""
 # Constructor arguments that the zoo sets from its own command line
 ZOO_SET_ARGUMENTS = frozenset({"env", "tensorboard_log", "seed", "verbose", "device", "_init_setup_model"})
 
@@ -98,7 +102,28 @@ ZOO_SET_ARGUMENTS = frozenset({"env", "tensorboard_log", "seed", "verbose", "dev
 def known_hyperparameters() -> frozenset[str]:
     """Every key a ``soft_dqn`` YAML entry or ``-params`` may hold."""
     constructor = set(inspect.signature(SoftUpdateDQN.__init__).parameters) - {"self"} - ZOO_SET_ARGUMENTS
-    return frozenset(constructor | ZOO_KEYS)
+    return frozenset(constructor | ZOO_KEYS | PLUGIN_KEYS)
+
+
+def switch_names() -> frozenset[str]:
+    """The on/off options of ``SoftUpdateDQN`` (parameters annotated ``bool``)."""
+    parameters = inspect.signature(SoftUpdateDQN.__init__).parameters.values()
+    return frozenset(p.name for p in parameters if p.annotation in (bool, "bool") and not p.name.startswith("_"))
+
+
+def read_switches(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """``true``/``false`` spelled in any case (a YAML string, a quoted ``-params`` value) become booleans.
+
+    Any other value is left for the constructor, which refuses everything but ``True``/``False`` with one line:
+    the string ``"False"`` is truthy, so passing it on would silently switch the option on.
+    """
+    spelled = {"true": True, "false": False}
+    return {
+        key: spelled[value.strip().lower()]
+        if key in switch_names() and isinstance(value, str) and value.strip().lower() in spelled
+        else value
+        for key, value in hyperparams.items()
+    }
 
 
 def check_hyperparameter_names(hyperparams: dict[str, Any], source: str) -> None:
