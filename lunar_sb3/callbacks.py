@@ -10,7 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat
 from stable_baselines3.common.vec_env import VecEnv
 
-from lunar_sb3.envs import is_lunar_lander, reward_threshold
+from lunar_sb3.envs import is_lunar_lander
 
 
 def env_reward_threshold(env: VecEnv | None) -> float | None:
@@ -18,7 +18,8 @@ def env_reward_threshold(env: VecEnv | None) -> float | None:
     if env is None:
         return None
     spec = env.get_attr("spec", indices=[0])[0]
-    return reward_threshold(spec.id) if spec is not None else None
+    threshold = getattr(spec, "reward_threshold", None)
+    return None if threshold is None else float(threshold)
 
 
 class StopTrainingOnSolved(BaseCallback):

@@ -43,15 +43,14 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 def is_intact(checkpoint: str | Path) -> bool:
-    """Whether ``checkpoint`` was completely written.
+    """Whether ``checkpoint`` was completely written and still reads as a model zip.
 
-    Its marker says so; checkpoints from before the markers (a folder without any marker) count as intact when the
-    zip can be read.
+    Its marker says it was completed; checkpoints from before the markers (a folder without any marker) count when
+    the zip can be read.
     """
     checkpoint = Path(checkpoint)
-    if marker_of(checkpoint).exists():
-        return checkpoint.is_file()
-    if any(checkpoint.parent.glob(f"*_steps{MARKER_SUFFIX}")):
+    legacy = not any(checkpoint.parent.glob(f"*_steps{MARKER_SUFFIX}"))
+    if not (marker_of(checkpoint).exists() or legacy):
         return False
     try:
         saved_algorithm(checkpoint)

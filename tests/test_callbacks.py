@@ -18,7 +18,7 @@ Episode = float | None  # the return of an episode that ends in this env at this
 @pytest.fixture
 def model() -> SoftUpdateDQN:
     """A tiny model: the callback only reads ``model.num_timesteps`` through ``BaseCallback.on_step``."""
-    return SoftUpdateDQN("MlpPolicy", "CartPole-v1", buffer_size=10, seed=0)
+    return SoftUpdateDQN("MlpPolicy", "CartPole-v1", buffer_size=10, batch_size=8, seed=0)
 
 
 def attach(callback: StopTrainingOnSolved, model: SoftUpdateDQN) -> StopTrainingOnSolved:

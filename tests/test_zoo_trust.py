@@ -10,11 +10,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from subprocess import PIPE
 
 import optuna
 import pytest
 
 from lunar_sb3 import SoftUpdateDQN
+from lunar_sb3.checkpoints import is_intact, newest_intact_checkpoint, replay_buffer_of
 
 ENV_ID = "LunarLander-v2"
 TIMEOUT = 600
@@ -52,19 +54,24 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
         _command("train", *args), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        # Checkpoint 3000 (model and replay memory) is complete once checkpoint 4000 starts being written
-        _wait_for(run / "rl_model_4000_steps.zip", training)
+        _wait_for(run / "rl_model_4000_steps.complete", training)  # checkpoint 4000 is whole once marked
         training.send_signal(signal.SIGKILL)
         training.wait(timeout=60)
     finally:
         training.kill()
     assert not (run / f"{ENV_ID}.zip").exists()  # killed: nothing saved at the end
-    checkpoint = SoftUpdateDQN.load(run / "rl_model_3000_steps.zip")
-    assert checkpoint.num_timesteps == 3000 and checkpoint.finished_episodes > 10
+    newest = newest_intact_checkpoint(run)
+    assert newest is not None and int(newest.name.split("_")[2]) >= 4000
+    assert not list(run.glob(".partial-*")) or not is_intact(newest.with_name(".partial-" + newest.name))
+    steps = int(newest.name.split("_")[2])
+    checkpoint = SoftUpdateDQN.load(newest)
+    assert checkpoint.num_timesteps == steps and checkpoint.finished_episodes > 10
+    # by default only the newest intact checkpoint keeps its replay memory (older ones are pruned)
+    assert replay_buffer_of(newest).exists() and not replay_buffer_of(run / "rl_model_1000_steps.zip").exists()
 
     resumed = _zoo(
         "train",
-        *("-i", str(run / "rl_model_3000_steps.zip"), "-n", "1000", "-f", "logs", "--seed", "1"),
+        *("-i", str(newest), "-n", "1000", "-f", "logs", "--seed", "1"),
         *("--eval-freq", "-1", "--save-replay-buffer", "--save-freq", "500"),
         cwd=tmp_path,
     )
@@ -72,15 +79,15 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     assert "Loading replay buffer" in resumed.stdout
     final_run = tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_2"
     final = SoftUpdateDQN.load(final_run / f"{ENV_ID}.zip")
-    assert final.num_timesteps == 4000  # the step counter continues
+    assert final.num_timesteps == steps + 1000  # the step counter continues
     assert final.finished_episodes > checkpoint.finished_episodes  # so does the episode count...
     assert final.exploration_rate == pytest.approx(max(0.01, 0.995**final.finished_episodes))  # ...and ε with it
     # the resumed run's own checkpoints are named by the continued counter, and hold a model, not a whole process
-    assert (final_run / "rl_model_3500_steps.zip").stat().st_size < 1_000_000
+    assert (final_run / f"rl_model_{steps + 500}_steps.zip").stat().st_size < 1_000_000
     final.load_replay_buffer(final_run / "replay_buffer.pkl")
-    # The checkpoint's memory plus the new 1000; SB3's CheckpointCallback runs before step 3000's transition is
-    # stored, so the checkpoint holds 2999 (that one transition is the loss, as with SB3's DQN)
-    assert final.replay_buffer.size() == 2999 + 1000
+    # The checkpoint's memory plus the new 1000; SB3's CheckpointCallback runs before the checkpoint step's
+    # transition is stored, so the checkpoint holds one less (that one transition is the loss, as with SB3's DQN)
+    assert final.replay_buffer.size() == steps - 1 + 1000
 
 
 def test_ctrl_c_saves_the_model(tmp_path):
@@ -99,6 +106,7 @@ def test_ctrl_c_saves_the_model(tmp_path):
     model = SoftUpdateDQN.load(run / f"{ENV_ID}.zip")
     assert model.num_timesteps >= 2000
     assert f"Model: logs/soft_dqn/{ENV_ID}_1/{ENV_ID}.zip" in stdout
+    assert f"Interrupted (Ctrl-C) at {model.num_timesteps:,} env steps" in stdout and "Training finished" not in stdout
 
 
 @pytest.mark.parametrize(
@@ -112,11 +120,23 @@ def test_ctrl_c_saves_the_model(tmp_path):
         (["--trial-id", "0"], "--trial-id 0 needs --storage"),
         (["-i", "random.zip"], "random.zip is not a Stable-Baselines3 model zip"),
         (["-i", "ppo.zip"], "holds a model of another algorithm (PPO"),
+        (["-i", "missing.zip"], "-i missing.zip: no such model file"),
+        (["--env", "LunarLandr-v2"], "--env LunarLandr-v2: no such environment; did you mean LunarLander-v2?"),
+        (["-params", "learning_rate:abc"], "cannot read 'learning_rate:abc' as key:value"),
+        (["-params", "dueling:'maybe'"], "dueling='maybe' is invalid; dueling must be True or False"),
+        (["-n", "0"], "-n 0: the number of env steps must be >= 1"),
+        (["-n", "-5"], "-n -5: the number of env steps must be >= 1"),
+        (["-f", "a_file/logs"], "cannot write a_file/logs"),
     ],
-    ids=["typo", "tau", "train_freq", "conf", "continuous-env", "trial-id", "random-bytes", "ppo-model"],
+    ids=[
+        *("typo", "tau", "train_freq", "conf", "continuous-env", "trial-id", "random-bytes", "ppo-model"),
+        *("missing-model", "env-typo", "not-python", "not-a-switch", "n-zero", "n-negative", "unwritable-f"),
+    ],
 )
 def test_bad_input_stops_with_one_line(tmp_path, args, message):
+    """Exit status 1, the problem in one line, no traceback, and no run folder left behind."""
     (tmp_path / "random.zip").write_bytes(os.urandom(2048))
+    (tmp_path / "a_file").write_text("")
     if "ppo.zip" in args:
         from stable_baselines3 import PPO
 
@@ -127,6 +147,45 @@ def test_bad_input_stops_with_one_line(tmp_path, args, message):
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("rl_zoo3 --algo soft_dqn: error:") and message in last_line
     assert not list(tmp_path.rglob(f"{ENV_ID}.zip"))
+    assert not list(tmp_path.glob("logs/soft_dqn/*"))  # a rejected command claims no run folder
+
+
+def test_false_spelled_as_text_is_false(tmp_path):
+    result = _zoo("train", "-n", "200", "-f", "logs", "--eval-freq", "-1", "-params", "dueling:'FALSE'", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert SoftUpdateDQN.load(tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_1" / f"{ENV_ID}.zip").dueling is False
+
+
+def test_ten_runs_started_together_get_ten_folders(tmp_path):
+    """Runs started in the same second with one -f claim distinct run folders (create-or-fail, next number)."""
+    args = ("-n", "300", "-f", "logs", "--eval-freq", "-1", "--seed", "0")
+    starts = [
+        subprocess.Popen(_command("train", *args), cwd=tmp_path, env=_env(), stdout=PIPE, stderr=PIPE)
+        for _ in range(10)
+    ]
+    outputs = [process.communicate(timeout=TIMEOUT) for process in starts]
+    assert all(process.returncode == 0 for process in starts), outputs[0][1][-2000:]
+    runs = sorted((tmp_path / "logs" / "soft_dqn").iterdir())
+    assert [run.name for run in runs] == sorted(f"{ENV_ID}_{i}" for i in range(1, 11))
+    saved_to = {line for out, _ in outputs for line in out.decode().splitlines() if line.startswith("Saving to")}
+    assert len(saved_to) == 10
+    for run in runs:  # each folder holds one whole run: its model and its own monitor file
+        assert (run / f"{ENV_ID}.zip").is_file() and len(list(run.glob("*.monitor.csv"))) == 1
+
+
+@pytest.mark.parametrize("script", ["enjoy", "record_video"])
+def test_enjoy_and_record_video_name_a_wrong_model_in_the_last_line(tmp_path, script):
+    from stable_baselines3 import PPO
+
+    run = tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_1"
+    (run / ENV_ID).mkdir(parents=True)
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64).save(run / f"{ENV_ID}.zip")
+    result = _zoo(script, "-f", "logs", "--no-render", "-n", "10", cwd=tmp_path)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("rl_zoo3 --algo soft_dqn: error:")
+    assert "holds a model of another algorithm (PPO" in last_line
+    assert "Traceback" not in result.stderr
 
 
 def test_trial_zero_trains_with_its_hyperparameters(tmp_path):
