@@ -1,10 +1,9 @@
-"""rl-zoo3 glue: ``soft_dqn`` in ``ALGOS``, its Optuna search space, and its packaged hyperparameter file.
+"""Wrappers of rl-zoo3's ``ExperimentManager`` that act only for ``--algo soft_dqn``.
 
-Importing this module registers everything (idempotently), so ``--gym-packages lunar_sb3.zoo`` or
-``import lunar_sb3.zoo`` works even with the start-up hook turned off (``LUNAR_SB3_AUTOLOAD=0``).
+They add what a learner expects from the zoo's commands: our YAML by default, early one-line errors, checkpoints
+with the replay memory, resuming with the step counter, a compact progress line and an end-of-run summary.
 """
 
-import difflib
 import functools
 import inspect
 import os
@@ -15,126 +14,17 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import optuna
 import rl_zoo3.exp_manager
-import rl_zoo3.hyperparams_opt
-import rl_zoo3.utils
 import torch as th
 from stable_baselines3.common.callbacks import CheckpointCallback
 
-import lunar_sb3
-from lunar_sb3 import SoftUpdateDQN, StopTrainingOnSolved
+from lunar_sb3 import StopTrainingOnSolved
 from lunar_sb3.callbacks import TrainingProgress
 from lunar_sb3.robust import LandingEvalCallback
-
-ALGO_NAME = "soft_dqn"
-
-
-def hyperparams_path(name: str = f"{ALGO_NAME}.yml") -> Path:
-    """The YAML shipped in the wheel (``lunar_sb3/hyperparams``), or the repository's ``hyperparams/``."""
-    package_dir = Path(lunar_sb3.__file__).parent
-    for folder in (package_dir / "hyperparams", package_dir.parent / "hyperparams"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"lunar_sb3: hyperparameter file {name} is missing from {package_dir}")
-
-
-def convert_soft_dqn_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Turn Optuna's raw suggestions into ``SoftUpdateDQN`` keyword arguments (also used by ``--trial-id``)."""
-    hyperparams = {
-        key: params[key]
-        for key in (
-            "learning_rate",
-            "batch_size",
-            "buffer_size",
-            "gamma",
-            "tau",
-            "target_update_interval",
-            "exploration_decay",
-            "train_freq",
-            "gradient_steps",
-            "loss",
-            "double_q",
-            "dueling",
-            "prioritized_replay",
-            "n_steps",
-        )
-        if key in params
-    }
-    if "net_width" in params:
-        hyperparams["policy_kwargs"] = dict(net_arch=[params["net_width"]] * params.get("net_depth", 2))
-    return hyperparams
-
-
-def sample_soft_dqn_params(
-    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]
-) -> dict[str, Any]:
-    """Search space centred on the lab's values; every combination is a valid ``SoftUpdateDQN``."""
-    params = {
-        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 5e-3, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
-        "buffer_size": trial.suggest_categorical("buffer_size", [25_000, 50_000, 100_000, 300_000]),
-        "gamma": trial.suggest_categorical("gamma", [0.98, 0.99, 0.995, 0.999]),
-        "tau": trial.suggest_float("tau", 1e-4, 2e-2, log=True),
-        "target_update_interval": trial.suggest_categorical("target_update_interval", [1, 2, 4, 8, 16]),
-        "exploration_decay": trial.suggest_categorical("exploration_decay", [0.98, 0.99, 0.995, 0.998]),
-        "train_freq": trial.suggest_categorical("train_freq", [1, 2, 4, 8]),
-        "gradient_steps": trial.suggest_categorical("gradient_steps", [1, 2]),
-        "net_width": trial.suggest_categorical("net_width", [32, 64, 128, 256]),
-        "net_depth": trial.suggest_int("net_depth", 1, 3),
-        "loss": trial.suggest_categorical("loss", ["mse", "huber"]),
-        "double_q": trial.suggest_categorical("double_q", [False, True]),
-        # Rainbow-lite components: each combines with every other and with double_q
-        "dueling": trial.suggest_categorical("dueling", [False, True]),
-        "prioritized_replay": trial.suggest_categorical("prioritized_replay", [False, True]),
-        "n_steps": trial.suggest_categorical("n_steps", [1, 3, 5]),
-    }
-    return convert_soft_dqn_params(params)
-
-
-def _fail(message: str) -> NoReturn:
-    """End a zoo command with one line naming the problem (exit status 1, no traceback)."""
-    raise SystemExit(f"rl_zoo3 --algo {ALGO_NAME}: error: {' '.join(str(message).split())}")
-
-
-# Keys of a zoo hyperparameter entry that rl-zoo3 consumes itself instead of passing them to the algorithm
-ZOO_KEYS = frozenset(
-    {
-        "n_timesteps",
-        "n_envs",
-        "policy",
-        "normalize",
-        "env_wrapper",
-        "vec_env_wrapper",
-        "callback",
-        "frame_stack",
-        "env_kwargs",
-        "monitor_kwargs",
-        "noise_type",
-        "noise_std",
-    }
-)
-# Constructor arguments that the zoo sets from its own command line
-ZOO_SET_ARGUMENTS = frozenset({"env", "tensorboard_log", "seed", "verbose", "device", "_init_setup_model"})
-
-
-def known_hyperparameters() -> frozenset[str]:
-    """Every key a ``soft_dqn`` YAML entry or ``-params`` may hold."""
-    constructor = set(inspect.signature(SoftUpdateDQN.__init__).parameters) - {"self"} - ZOO_SET_ARGUMENTS
-    return frozenset(constructor | ZOO_KEYS)
-
-
-def check_hyperparameter_names(hyperparams: dict[str, Any], source: str) -> None:
-    """Stop on a key ``SoftUpdateDQN`` does not know, naming it and the closest known key."""
-    known = known_hyperparameters()
-    for key in hyperparams:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
-            _fail(f"unknown hyperparameter {key!r} in {source}{hint}")
-
+from lunar_sb3.zoo.errors import ALGO_NAME, check_optuna_storage, fail
+from lunar_sb3.zoo.hyperparams import check_hyperparameter_names, hyperparams_path
 
 _PATCHES: dict[str, Callable[..., Any]] = {}
 
@@ -186,8 +76,8 @@ def _patch_init() -> None:
             if not arguments.get("config"):
                 arguments["config"] = str(hyperparams_path())
             elif not Path(arguments["config"]).is_file() and arguments["config"].endswith((".yml", ".yaml")):
-                _fail(f"-conf {arguments['config']}: no such file")
-            _check_optuna_storage(
+                fail(f"-conf {arguments['config']}: no such file")
+            check_optuna_storage(
                 arguments.get("storage"),
                 arguments.get("study_name"),
                 arguments.get("trial_id"),
@@ -232,7 +122,7 @@ def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
         try:
             model_class_of(self.trained_agent)
         except ValueError as error:
-            _fail(f"-i {error}")
+            fail(f"-i {error}")
     scratch = None
     if self.optimize_hyperparameters:
         # -optimize trains in memory, yet the zoo's setup makes a run folder for one monitor file. In the run
@@ -244,7 +134,7 @@ def _setup_experiment(original: Callable[..., Any], self: Any) -> Any:
     try:
         return original(self)
     except (ValueError, AssertionError, TypeError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
-        _fail(f"{type(error).__name__}: {error}")
+        fail(f"{type(error).__name__}: {error}")
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -330,65 +220,8 @@ def _save_trained_model(original: Callable[..., Any], self: Any, model: Any) -> 
         print(progress.summary(model, model_path, self.env_name.gym_id, solved, extra))
 
 
-def _without_password(url: str) -> str:
-    """A database URL fit for an error message: ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-def _check_optuna_storage(
-    storage: str | None, study_name: str | None, trial_id: int | None, optimize: bool = False
-) -> None:
-    """Stop with a one-line message, before any training, when ``--storage``/``--study-name``/``--trial-id``
-    cannot work (Optuna would otherwise fail later with a bare ``KeyError``, ``IsADirectoryError`` or a database
-    driver's traceback, or, for a study that minimizes, silently tune towards the worst return)."""
-    if storage is None:
-        if trial_id is not None:
-            _fail(f"--trial-id {trial_id} needs --storage and --study-name")
-        return
-    shown = _without_password(storage)
-    is_journal = storage.endswith(".log")
-    if is_journal:  # a journal file, shared by the workers
-        journal = Path(storage)
-        if journal.is_dir():
-            _fail(f"--storage {storage} is a directory; pass a journal file such as logs/study.log")
-        if journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
-            _fail(f"--storage {storage} is not readable and writable by this user")
-        if trial_id is not None and not journal.exists():
-            _fail(f"--storage {storage} does not exist, so there is no trial {trial_id} to load")
-        if not journal.exists():
-            return  # the first worker creates it
-    if trial_id is not None and study_name is None:
-        _fail("--trial-id needs --study-name")
-    backend = (
-        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage)) if is_journal else storage
-    )
-    try:
-        summaries = {summary.study_name: summary for summary in optuna.get_all_study_summaries(storage=backend)}
-    except Exception as error:
-        message = _without_password(f"{type(error).__name__}: {error}".splitlines()[0])
-        _fail(f"cannot read the Optuna storage {shown} ({message})")
-    if optimize and study_name in summaries and summaries[study_name].direction != optuna.study.StudyDirection.MAXIMIZE:
-        _fail(
-            f"study {study_name!r} in {shown} minimizes, but rl-zoo3 reports returns to maximize; "
-            "create it with `optuna create-study ... --direction maximize`"
-        )
-    if trial_id is None:
-        return
-    if study_name not in summaries:
-        _fail(f"no study named {study_name!r} in {shown}; it holds: {', '.join(summaries) or 'no study'}")
-    trials = optuna.load_study(study_name=study_name, storage=backend).trials
-    if not 0 <= trial_id < len(trials):
-        _fail(f"study {study_name!r} has trials 0..{len(trials) - 1}, not {trial_id}")
-
-
-def register() -> None:
-    """Make rl-zoo3 know ``soft_dqn`` (idempotent)."""
-    rl_zoo3.utils.ALGOS[ALGO_NAME] = SoftUpdateDQN
-    rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_soft_dqn_params
-    rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_soft_dqn_params
+def install_patches() -> None:
+    """Install every wrapper once (idempotent)."""
     _patch_init()
     for method_name, wrapper in _PATCHES.items():
         _install_patch(method_name, wrapper)
-
-
-register()

@@ -1,0 +1,38 @@
+"""rl-zoo3 glue: ``soft_dqn`` in ``ALGOS``, its Optuna search space, and its packaged hyperparameter file.
+
+Importing this package registers everything (idempotently), so ``--gym-packages lunar_sb3.zoo`` or
+``import lunar_sb3.zoo`` works even with the start-up hook turned off (``LUNAR_SB3_AUTOLOAD=0``).
+"""
+
+import rl_zoo3.hyperparams_opt
+import rl_zoo3.utils
+
+from lunar_sb3 import SoftUpdateDQN
+from lunar_sb3.zoo.errors import ALGO_NAME
+from lunar_sb3.zoo.experiment import install_patches
+from lunar_sb3.zoo.hyperparams import (
+    convert_soft_dqn_params,
+    hyperparams_path,
+    known_hyperparameters,
+    sample_soft_dqn_params,
+)
+
+__all__ = [
+    "ALGO_NAME",
+    "convert_soft_dqn_params",
+    "hyperparams_path",
+    "known_hyperparameters",
+    "register",
+    "sample_soft_dqn_params",
+]
+
+
+def register() -> None:
+    """Make rl-zoo3 know ``soft_dqn`` (idempotent)."""
+    rl_zoo3.utils.ALGOS[ALGO_NAME] = SoftUpdateDQN
+    rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_soft_dqn_params
+    rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_soft_dqn_params
+    install_patches()
+
+
+register()
