@@ -29,6 +29,8 @@ FENCE = re.compile(r"^(?P<fence>`{3,})(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 # [text](target) and ![alt](target), with an optional "title"
 LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+# A path into the repository written as inline code (no wildcards or placeholders)
+REPOSITORY_PATH = re.compile(r"(?:lunar_sb3|hyperparams|results|tests|docs|\.ci)/[\w./-]*")
 # A run named by a fixed number: what the training summary prints is the run's own number, not 1
 FIXED_RUN = re.compile(r"--exp-id 1\b|LunarLander-v2_1\b")
 
@@ -109,6 +111,16 @@ def test_relative_links_point_to_files(path: Path) -> None:
         if not (path.parent / target).exists():
             broken.append(match["target"])
     assert not broken, f"{path.relative_to(ROOT)} links to missing files: {broken}"
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_repository_paths_in_code_spans_exist(path: Path) -> None:
+    """`lunar_sb3/zoo/hyperparams.py`, `results/robust/robust.json`, ...: a moved module or result shows here."""
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    spans = [span.strip("`") for span in INLINE_CODE.findall(text)]
+    paths = [span for span in spans if REPOSITORY_PATH.fullmatch(span)]
+    missing = [span for span in paths if not (ROOT / span).exists()]
+    assert not missing, f"{path.relative_to(ROOT)} names repository paths that do not exist: {missing}"
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
