@@ -151,9 +151,16 @@ class TrainingProgress(BaseCallback):
         )
 
     def summary(
-        self, model: Any, model_path: Path, env_id: str, solved: StopTrainingOnSolved | None, extra: str = ""
+        self,
+        model: Any,
+        model_path: Path,
+        env_id: str,
+        solved: StopTrainingOnSolved | None,
+        extra: str = "",
+        load_best: bool = False,
     ) -> str:
-        """What happened and what to run next, with this run's actual paths (``extra``: more result lines)."""
+        """What happened and what to run next, with this run's actual paths (``extra``: more result lines;
+        ``load_best``: the commands show ``best_model.zip``, the kept lander, instead of the final model)."""
         returns = [info["r"] for info in model.ep_info_buffer]
         mean = f"{np.mean(returns):.1f}" if returns else "n/a"
         threshold = self.threshold
@@ -178,6 +185,8 @@ class TrainingProgress(BaseCallback):
             else f"Training finished in {_clock(self.elapsed())}"
         )
         landing_tools = is_lunar_lander(env_id)  # evaluate reports landings: LunarLander only
+        best = " --load-best" if load_best else ""
+        evaluated = run / "best_model.zip" if load_best else run
         return "\n".join(
             [
                 "",
@@ -187,9 +196,9 @@ class TrainingProgress(BaseCallback):
                 *([extra] if extra else []),
                 f"Model: {model_path}",
                 "Next:",
-                f"  python -m rl_zoo3.enjoy {algo_env} -f {logs} --exp-id {exp_id} --no-render -n 1000   # play",
-                f"  python -m rl_zoo3.record_video {algo_env} -f {logs} --exp-id {exp_id} -n 1000   # mp4",
-                *([f"  python -m lunar_sb3.evaluate {run}   # 100 greedy episodes, landing outcomes"] * landing_tools),
+                f"  python -m rl_zoo3.enjoy {algo_env} -f {logs} --exp-id {exp_id}{best} --no-render -n 1000   # play",
+                f"  python -m rl_zoo3.record_video {algo_env} -f {logs} --exp-id {exp_id}{best} -n 1000   # mp4",
+                *[f"  python -m lunar_sb3.evaluate {evaluated}   # 100 greedy episodes, landing outcomes"] * landing_tools,
                 f"  python -m lunar_sb3.plot {run}   # learning curve PNG beside the run",
             ]
         )

@@ -165,7 +165,9 @@ def test_keeps_the_best_by_score_and_stops_exactly_when_the_bar_is_met(
     saves: list[int] = []
     real_save = model.save
     monkeypatch.setattr(model, "save", lambda path, *a, **k: (saves.append(model.num_timesteps), real_save(path)))
-    callback = LandingEvalCallback(eval_freq=100, n_eval_episodes=3, eval_seed=7, best_model_save_path=tmp_path, **BAR)
+    callback = LandingEvalCallback(
+        eval_freq=100, n_eval_episodes=3, eval_seed=7, best_model_save_path=tmp_path, n_confirm_episodes=0, **BAR
+    )
     model.learn(5_000, callback=callback)
 
     assert [call["timesteps"] for call in script.calls] == [100, 200, 300, 400, 500, 600]
@@ -177,7 +179,8 @@ def test_keeps_the_best_by_score_and_stops_exactly_when_the_bar_is_met(
     assert [e["saved"] for e in history["evaluations"]] == [True, True, False, True, False, True]
     assert [e["meets_bar"] for e in history["evaluations"]] == [False] * 5 + [True]
     assert [e["score"] for e in history["evaluations"]] == pytest.approx([130, 190, 185, 391, 354, 352])
-    assert history["bar_met_at"] == 600 and history["best"] == {"timesteps": 600, "score": 352, "meets_bar": True}
+    assert history["bar_met_at"] == 600
+    assert history["best"] == {"timesteps": 600, "score": 352, "meets_bar": True, "confirmation": None}
     assert history["evaluations"][0]["return_min"] == 95 and history["eval_seeds"] == [7, 9]
     assert SoftUpdateDQN.load(tmp_path / "best_model.zip").num_timesteps == 600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model.zip", "landing_evaluations.json"]
@@ -197,7 +200,7 @@ def test_counts_env_steps_over_all_envs_and_waits_for_min_timesteps(monkeypatch:
 
 def test_prints_one_line_per_evaluation(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", Scripted([summary(260, landed=1.0, solved=1.0)]))
-    tiny_model().learn(500, callback=LandingEvalCallback(eval_freq=100, **BAR))
+    tiny_model().learn(500, callback=LandingEvalCallback(eval_freq=100, n_confirm_episodes=0, **BAR))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("landing eval       100 steps | return  260.0") and "landed 100 %" in lines[0]
     assert lines[1].startswith("Landing bar met at 100 env steps") and len(lines) == 2
@@ -336,3 +339,65 @@ def test_pictures_chart_command_groups_benchmark_files_by_agent(tmp_path):
     assert Image.open(tmp_path / "c.png").size[0] > 100
     bad = subprocess.run([*command, str(tmp_path / "missing.json")], capture_output=True, text=True)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing.json" in bad.stderr
+
+
+def test_the_bar_must_hold_on_unseen_episodes_before_training_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A model that meets the bar on selection but not on the confirmation episodes keeps training."""
+    script = Scripted(
+        [
+            summary(280, landed=0.99, solved=0.99),  # 100: selection meets the bar...
+            summary(262, landed=0.93, solved=0.95),  # ...confirmation does not: kept, but training goes on
+            summary(200, landed=0.70),  # 200: worse, not kept
+            summary(275, landed=0.98, solved=0.99),  # 300: selection meets the bar...
+            summary(272, landed=0.98, solved=0.98),  # ...and confirmation too: kept, stop
+            summary(400, landed=1.0, solved=1.0),  # never reached
+        ]
+    )
+    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", script)
+    bar = dict(stop_mean_return=270, stop_landed_share=0.98, stop_min_return_share=0.98, stop_max_crashed_share=0.0)
+    callback = LandingEvalCallback(
+        eval_freq=100, n_eval_episodes=5, eval_seed=7, n_confirm_episodes=4, confirm_seed=100,
+        best_model_save_path=tmp_path, **bar,
+    )  # fmt: skip
+    model = tiny_model()
+    model.learn(5_000, callback=callback)
+
+    assert [(c["timesteps"], c["n_episodes"], c["seed"]) for c in script.calls] == [
+        (100, 5, 7), (100, 4, 100), (200, 5, 7), (300, 5, 7), (300, 4, 100),
+    ]  # fmt: skip
+    assert model.num_timesteps == 300 and callback.bar_met_at == 300
+    assert callback.best["timesteps"] == 300 and callback.best["confirmation"]["return_mean"] == 272
+    history = json.loads((tmp_path / "landing_evaluations.json").read_text())
+    assert [e["saved"] for e in history["evaluations"]] == [True, False, True]
+    assert history["evaluations"][0]["confirmation"]["meets_bar"] is False
+    assert history["confirm_seeds"] == [100, 103] and history["best"]["confirmation"]["score"] == 370
+    out = capsys.readouterr().out
+    assert "met on selection at 100 env steps; on 4 new episodes: return 262.0" in out and "not confirmed" in out
+    assert "confirmed: stopping training" in out
+
+
+def test_the_kept_model_is_confirmed_when_training_ends_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Scripted([summary(240, landed=0.9), summary(230, landed=0.85)])
+    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", script)
+    callback = LandingEvalCallback(eval_freq=100, n_confirm_episodes=3, best_model_save_path=tmp_path)
+    tiny_model().learn(150, callback=callback)
+    assert [(c["timesteps"], c["n_episodes"]) for c in script.calls] == [(100, 100), (100, 3)]  # the kept model's
+    assert callback.best["confirmation"]["return_mean"] == 230
+    assert "Kept model (100 env steps): selection return 240.0" in callback.kept_line()
+    assert "confirmation on 3 new episodes return 230.0" in callback.kept_line()
+    assert json.loads((tmp_path / "landing_evaluations.json").read_text())["best"]["confirmation"]["score"] == 315
+
+
+def test_the_defaults_are_the_goal() -> None:
+    callback = LandingEvalCallback()
+    assert callback.stop_bar() == {
+        "stop_mean_return": 270.0, "stop_landed_share": 0.98, "stop_min_return_share": 0.98,
+        "stop_max_crashed_share": 0.0,
+    }  # fmt: skip
+    assert (callback.n_eval_episodes, callback.n_confirm_episodes) == (100, 100)
+    with pytest.raises(ValueError, match="confirmation episodes are not selection episodes"):
+        LandingEvalCallback(eval_seed=0, n_eval_episodes=100, confirm_seed=50)

@@ -25,10 +25,19 @@ from stable_baselines3.common.callbacks import CheckpointCallback
 from lunar_sb3 import StopTrainingOnSolved
 from lunar_sb3.callbacks import TrainingProgress
 from lunar_sb3.checkpoints import WholeCheckpointCallback, is_checkpoint, is_intact, newest_intact_checkpoint
+from lunar_sb3.envs import is_lunar_lander
+from lunar_sb3.evaluate import evaluate_model
 from lunar_sb3.robust import LandingEvalCallback
 from lunar_sb3.soft_dqn.model_file import check_soft_dqn_zip
 from lunar_sb3.zoo.errors import ALGO_NAME, check_optuna_storage, fail
 from lunar_sb3.zoo.hyperparams import check_hyperparameter_names, hyperparams_path, read_switches
+
+LANDING_CHECK_EPISODES = 20
+"""Greedy episodes of the landing check at the end of a run without a ``LandingEvalCallback`` (a few seconds)."""
+LANDING_CHECK_SEED = 90_000
+"""Episode i of the landing check is reset with seed 90,000 + i: away from the robust preset's selection and tests."""
+LANDS_EVERY_TIME = 0.95
+"""Below this landed share the summary suggests the robust preset."""
 
 _PATCHES: dict[str, Callable[..., Any]] = {}
 
@@ -119,6 +128,9 @@ def _read_hyperparameters(original: Callable[..., Any], self: Any) -> tuple[dict
     check_hyperparameter_names(hyperparams, f"{self.config} or -params")
     hyperparams = read_switches(hyperparams)
     self._lunar_sb3_keep_replay_buffers = hyperparams.pop("keep_replay_buffers", 1)
+    self._lunar_sb3_landing_check = hyperparams.pop("landing_check_episodes", LANDING_CHECK_EPISODES)
+    if not (isinstance(self._lunar_sb3_landing_check, int) and self._lunar_sb3_landing_check >= 0):
+        fail(f"landing_check_episodes={self._lunar_sb3_landing_check!r} must be an integer >= 0 (0 turns it off)")
     return hyperparams, saved
 
 
@@ -280,25 +292,50 @@ def _learn(original: Callable[..., Any], self: Any, model: Any) -> None:
 
 @_patch("save_trained_model")
 def _save_trained_model(original: Callable[..., Any], self: Any, model: Any) -> None:
-    """After the zoo saves: elapsed time, solved or not, the model path and the commands to try next."""
+    """After the zoo saves: elapsed time, solved or not, how the greedy policy lands, the commands to try next."""
     original(self, model)
     progress = getattr(self, "_lunar_sb3_progress", None)
     if progress is not None and self.verbose >= 1:
         solved = next((c for c in self.callbacks if isinstance(c, StopTrainingOnSolved)), None)
         landing = next((c for c in self.callbacks if isinstance(c, LandingEvalCallback)), None)
-        extra = ""
-        if landing is not None and landing.best is not None:
-            best = landing.best
-            bar = (
-                f"landing bar met at {landing.bar_met_at:,} env steps" if landing.bar_met_at else "landing bar not met"
-            )
-            extra = (
-                f"Best landing evaluation at {best['timesteps']:,} env steps: return {best['return_mean']:.1f}, "
-                f"landed {best['outcome_shares']['landed']:.0%}, crashed {best['outcome_shares']['crashed']:.0%} "
-                f"({bar}); it is best_model.zip, shown with --load-best."
-            )
+        env_id = self.env_name.gym_id
+        if landing is not None:
+            bar = f"landing bar met at {landing.bar_met_at:,} env steps" if landing.bar_met_at else "bar not met"
+            extra = f"{landing.kept_line()} ({bar}; it is best_model.zip, shown with --load-best)"
+        else:
+            episodes = getattr(self, "_lunar_sb3_landing_check", LANDING_CHECK_EPISODES)
+            extra = landing_check(model, env_id, episodes) if is_lunar_lander(env_id) and episodes else ""
         model_path = Path(f"{self.save_path}/{self.env_name}.zip")
-        print(progress.summary(model, model_path, self.env_name.gym_id, solved, extra))
+        kept = landing is not None and landing.best is not None and landing.best["saved"]
+        print(progress.summary(model, model_path, env_id, solved, extra, load_best=kept))
+
+
+def landing_check(model: Any, env_id: str, n_episodes: int) -> str:
+    """How the final greedy policy lands on a few fixed episodes, and the robust preset when it lands too rarely.
+
+    "Solved" is a mean over *training* episodes; whether the greedy policy lands is another question, and a
+    learner should see the difference on their own run.
+    """
+    result = evaluate_model(
+        model, env_id, n_episodes=n_episodes, seed=LANDING_CHECK_SEED, vec_normalize=model.get_vec_normalize_env()
+    )
+    summary = result["summary"]
+    shares = summary["outcome_shares"]
+    last_seed = LANDING_CHECK_SEED + n_episodes - 1
+    line = (
+        f"Landing check, {n_episodes} greedy episodes (seeds {LANDING_CHECK_SEED}-{last_seed}, -params "
+        f"landing_check_episodes:0 turns it off): landed {shares['landed']:.0%}, beside the pad "
+        f"{shares['landed_off_pad']:.0%}, crashed {shares['crashed']:.0%}, out of bounds "
+        f"{shares['out_of_bounds']:.0%}, still flying at the time limit {shares['timeout']:.0%}; "
+        f"mean return {summary['return_mean']:.1f}."
+    )
+    if shares["landed"] < LANDS_EVERY_TIME:
+        line += (
+            f"\nIt lands less than {LANDS_EVERY_TIME:.0%} of the time. For a lander that lands, train the robust "
+            f"preset: python -m rl_zoo3.train --algo soft_dqn --env {env_id} -conf "
+            f"{hyperparams_path('soft_dqn_robust.yml')}"
+        )
+    return line
 
 
 def install_patches() -> None:

@@ -92,9 +92,10 @@ ZOO_KEYS = frozenset(
     }
 )
 # Keys that only `--algo soft_dqn` reads (taken out before the model is built)
-PLUGIN_KEYS = frozenset({"keep_replay_buffers"})
+PLUGIN_KEYS = frozenset({"keep_replay_buffers", "landing_check_episodes"})
 """``keep_replay_buffers``: how many of the newest ``--save-freq`` checkpoints keep their replay memory (default 1,
--1 keeps all)."""
+-1 keeps all). ``landing_check_episodes``: greedy episodes of the landing check at the end of a LunarLander run
+(default 20, 0 turns it off)."""
 # Constructor arguments that the zoo sets from its own command line
 ZOO_SET_ARGUMENTS = frozenset({"env", "tensorboard_log", "seed", "verbose", "device", "_init_setup_model"})
 
