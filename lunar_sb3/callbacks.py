@@ -198,7 +198,7 @@ class TrainingProgress(BaseCallback):
                 "Next:",
                 f"  python -m rl_zoo3.enjoy {algo_env} -f {logs} --exp-id {exp_id}{best} --no-render -n 1000   # play",
                 f"  python -m rl_zoo3.record_video {algo_env} -f {logs} --exp-id {exp_id}{best} -n 1000   # mp4",
-                *[f"  python -m lunar_sb3.evaluate {evaluated}   # 100 greedy episodes, landing outcomes"] * landing_tools,
+                *[f"  python -m lunar_sb3.evaluate {evaluated}   # 100 greedy episodes, landings"] * landing_tools,
                 f"  python -m lunar_sb3.plot {run}   # learning curve PNG beside the run",
             ]
         )
