@@ -63,6 +63,13 @@ def add_robust_parser(commands: Any) -> argparse.ArgumentParser:
         default=100,
         help=f"test episodes per seed, on seeds {TEST_SEED_BASE} + {TEST_SEED_STRIDE}·seed + i (default 100)",
     )
+    robust.add_argument(
+        "--params",
+        nargs="+",
+        default=[],
+        metavar="KEY:VALUE",
+        help="hyperparameters over the preset's, passed to rl_zoo3.train -params (e.g. n_steps:3 dueling:True)",
+    )
     robust.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     robust.add_argument("--out", default="results/robust", help="folder for robust.json, robust.md, the PNG, logs/")
     robust.add_argument(
@@ -102,7 +109,9 @@ def first_test_seed(seed: int) -> int:
     return TEST_SEED_BASE + TEST_SEED_STRIDE * seed
 
 
-def train_command(conf: Path, seed: int, log_folder: Path, max_steps: int | None, quick: bool) -> list[str]:
+def train_command(
+    conf: Path, seed: int, log_folder: Path, max_steps: int | None, quick: bool, params: list[str] | None = None
+) -> list[str]:
     """The ``rl_zoo3.train`` command line of one seed, exactly as a user would type it."""
     command = [
         sys.executable, "-m", "rl_zoo3.train", "--algo", "soft_dqn", "--env", LAB_ENV_ID, "-conf", str(conf),
@@ -110,8 +119,9 @@ def train_command(conf: Path, seed: int, log_folder: Path, max_steps: int | None
     ]  # fmt: skip
     if max_steps is not None:
         command += ["-n", str(max_steps)]
-    if quick:
-        command += ["-params", f"callback:{QUICK_CALLBACK}"]
+    params = [*(params or []), *([f"callback:{QUICK_CALLBACK}"] if quick else [])]
+    if params:
+        command += ["-params", *params]
     return command
 
 
@@ -127,13 +137,19 @@ def newest_run(log_folder: Path) -> Path | None:
 
 
 def robust_run(
-    seed: int, conf: Path, out: Path, max_steps: int | None, eval_episodes: int, quick: bool
+    seed: int,
+    conf: Path,
+    out: Path,
+    max_steps: int | None,
+    eval_episodes: int,
+    quick: bool,
+    params: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train one seed in a zoo subprocess (wall time measured around it), then test its best (else final) model."""
     th.set_num_threads(1)
     log_folder = out / "logs" / f"seed_{seed}"
     log_folder.mkdir(parents=True, exist_ok=True)
-    command = train_command(conf, seed, log_folder, max_steps, quick)
+    command = train_command(conf, seed, log_folder, max_steps, quick, params)
     environment = {**os.environ, "MPLBACKEND": "Agg", "SDL_VIDEODRIVER": "dummy"}
     start = time.perf_counter()
     with open(log_folder / "train.log", "w", encoding="utf-8") as log:
@@ -162,10 +178,24 @@ def robust_run(
         "bar_met_at": history.get("bar_met_at"),
         "best_at": (history.get("best") or {}).get("timesteps"),
         "selection_evaluations": len(history.get("evaluations", [])),
+        "selection": _kept_figures(history, "selection"),
+        "confirmation": _kept_figures(history, "confirmation"),
         "test_seeds": [first_test_seed(seed), first_test_seed(seed) + eval_episodes - 1],
         "evaluation": {**result["summary"], "return_min": float(min(returns))},
         "returns": [round(r, 2) for r in returns],
     }
+
+
+def _kept_figures(history: dict[str, Any], which: str) -> dict[str, Any] | None:
+    """The kept model's figures on its selection episodes, or on its confirmation episodes, from the history."""
+    best = history.get("best") or {}
+    record = next((e for e in history.get("evaluations", []) if e["timesteps"] == best.get("timesteps")), None)
+    if which == "confirmation":
+        record = best.get("confirmation")
+    if not record:
+        return None
+    keys = ("score", "meets_bar", "return_mean", "return_std", "solved_share", "outcome_shares")
+    return {key: record.get(key) for key in keys}
 
 
 def _read_history(path: Path) -> dict[str, Any]:
@@ -183,13 +213,15 @@ def run_robust(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [
-            pool.submit(robust_run, seed, conf, out, args.max_steps, args.eval_episodes, args.quick) for seed in seeds
+            pool.submit(robust_run, seed, conf, out, args.max_steps, args.eval_episodes, args.quick, args.params)
+            for seed in seeds
         ]
         runs = [future.result() for future in tqdm(futures, desc="training runs", unit="run")]
     meta = {
         "command": "python -m lunar_sb3.benchmark " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "conf": str(conf),
+        "params": list(args.params),
         "cpu_count": os.cpu_count(),
         "jobs": args.jobs,
         "eval_episodes": args.eval_episodes,
