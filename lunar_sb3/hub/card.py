@@ -7,9 +7,9 @@ followed by the landing shares. It is built with ``huggingface_hub``'s own ``Mod
 
 from __future__ import annotations
 
-from pprint import pformat
 from typing import Any
 
+import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from lunar_sb3.hub.files import CHART_FILE, GIF_FILE, ZOO_ALGO, model_file_name
@@ -144,6 +144,7 @@ as `--algo {ZOO_ALGO}`.
 
 ## Load it, watch it, evaluate it
 
+{"" if repo_id else "(Packaged without `--repo-id`: USER/NAME stands for the repo it is pushed to.)" + chr(10)}
 ```bash
 pip install lunar_sb3
 # put the package into rl-zoo3's folder layout (logs/{ZOO_ALGO}/{env_id}_N/)
@@ -175,8 +176,8 @@ TorchScript files that need neither Stable-Baselines3 nor `lunar_sb3`.
 
 Hyperparameters (the run's `config.yml`; everything it does not set is the lab's default):
 
-```python
-{pformat(config)}
+```yaml
+{yaml.safe_dump(config, sort_keys=False).strip()}
 ```
 
 | | this model | the lab's default, where different |

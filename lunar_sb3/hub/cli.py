@@ -51,9 +51,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     package = commands.add_parser("package", help="write a Hub-ready package of a run (no network)")
     package.add_argument("paths", nargs="+", metavar="[RUN] OUT_DIR", help="run folder (unless -f) and a new folder")

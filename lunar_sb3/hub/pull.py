@@ -19,7 +19,10 @@ from pathlib import Path
 import lunar_sb3
 from lunar_sb3.evaluate import VECNORMALIZE_FILE
 from lunar_sb3.hub.files import (
+    CARD_FILE,
+    CHART_FILE,
     CONFIG_FILES,
+    GIF_FILE,
     HUB_VEC_NORMALIZE_FILE,
     METRICS_FILE,
     RESULTS_FILE,
@@ -106,8 +109,9 @@ def pull_package(package: Path, log_folder: Path, exp_id: int = 0, force: bool =
             shutil.copyfile(package / name, staging / env / name)
         if (package / HUB_VEC_NORMALIZE_FILE).is_file():
             shutil.copyfile(package / HUB_VEC_NORMALIZE_FILE, staging / env / VECNORMALIZE_FILE)
-        if (package / RESULTS_FILE).is_file():
-            shutil.copyfile(package / RESULTS_FILE, staging / RESULTS_FILE)
+        for name in (RESULTS_FILE, CARD_FILE, CHART_FILE, GIF_FILE):  # the card stays with the run it describes
+            if (package / name).is_file():
+                shutil.copyfile(package / name, staging / name)
         with zipfile.ZipFile(package / METRICS_FILE) as metrics:
             for name in metrics.namelist():
                 if Path(name).name != name or name.startswith("."):  # only flat file names, as push_to_hub writes
