@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from zoo_helpers import ALGO, ENV_ID, check, zoo_env
 
+import lunar_sb3.zoo
 from lunar_sb3 import SoftUpdateDQN
 from lunar_sb3.evaluate import evaluate_model
 from lunar_sb3.evaluate import main as evaluate_main
@@ -239,3 +240,47 @@ def test_shipped_lander_is_small_and_lands(tmp_path: Path) -> None:
     assert shipped["n_eval_episodes"] == 100 and shipped["summary"]["outcome_shares"]["landed"] >= 0.9
     proc = check(_zoo("enjoy", "-f", str(REPO_ROOT / "rl-trained-agents"), "--no-render", "-n", "300", cwd=tmp_path))
     assert "LunarLander-v2_1" in proc.stdout + proc.stderr
+
+
+ZOO_PUSH_WITHOUT_NETWORK = """
+import runpy, shutil, sys
+from pathlib import Path
+import huggingface_hub
+
+def create_repo(self, repo_id, **kwargs):
+    return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+def snapshot_download(self, repo_id, local_dir, **kwargs):
+    Path(local_dir).mkdir(parents=True, exist_ok=True)
+    return str(local_dir)
+
+def upload_folder(self, repo_id, folder_path, **kwargs):
+    shutil.copytree(folder_path, Path("uploaded") / repo_id)
+
+huggingface_hub.HfApi.create_repo = create_repo
+huggingface_hub.HfApi.snapshot_download = snapshot_download
+huggingface_hub.HfApi.upload_folder = upload_folder
+sys.argv = ["push_to_hub", *sys.argv[1:]]
+runpy.run_module("rl_zoo3.push_to_hub", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(lunar_sb3.zoo, "provide_generate_metadata"),
+    reason="rl_zoo3.push_to_hub needs lunar_sb3.zoo.provide_generate_metadata (proposed zoo.py change)",
+)
+def test_zoos_own_push_to_hub_runs_for_soft_dqn(zoo_run: Path, tmp_path: Path) -> None:
+    """rl-zoo3 2.9.2's push_to_hub fails to import with huggingface_sb3 3.x; with lunar_sb3's glue it packages a
+    soft_dqn run (HfApi's network calls replaced in the subprocess, the zoo's own code otherwise)."""
+    script = tmp_path / "push_without_network.py"
+    script.write_text(ZOO_PUSH_WITHOUT_NETWORK)
+    logs = zoo_run.parent.parent
+    command = [sys.executable, str(script), "--algo", ALGO, "--env", ENV_ID, "-f", str(logs), "-orga", "alice"]
+    proc = check(subprocess.run([*command, "--no-render"], cwd=tmp_path, env=zoo_env(), capture_output=True, text=True))
+    uploaded = tmp_path / "uploaded" / "alice" / f"{ALGO}-{ENV_ID}"
+    assert {f"{ALGO}-{ENV_ID}.zip", "config.yml", "args.yml", "results.json", "README.md"} <= {
+        path.name for path in uploaded.iterdir()
+    }, proc.stdout
+    card = huggingface_hub.ModelCard.load(uploaded / "README.md")
+    assert card.data.library_name == "stable-baselines3" and card.data.eval_results[0].metric_type == "mean_reward"
+    assert json.loads((uploaded / "results.json").read_text())["n_eval_episodes"] == 10  # the zoo's own evaluation
