@@ -101,16 +101,19 @@ def export_onnx(policy: GreedyPolicy, example: torch.Tensor, path: str | Path, m
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on deprecated helpers
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # and on the torchvision ops it skips (not installed)
-        program = torch.onnx.export(
-            policy,
-            (example,),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"obs": {0: torch.export.Dim("batch")}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                policy,
+                (example,),
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes={"obs": {0: torch.export.Dim("batch")}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        except ImportError as error:  # torch's exporter imports onnxscript only now
+            raise OutputError(f"ONNX export needs pip install 'lunar_sb3[export]' ({error})") from None
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto)

@@ -8,6 +8,9 @@ within 1e-4 of each other (float32 sums in another order), and the tests say how
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -189,3 +192,21 @@ def test_a_file_that_is_not_a_model_gets_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as raised:
         export_main([str(tmp_path / "empty.zip"), "--onnx", str(tmp_path / "x.onnx")])
     assert "is an empty file" in str(raised.value.code) and not (tmp_path / "x.onnx").exists()
+
+
+def test_docs_landing_needs_only_gymnasium_and_onnxruntime(shipped: SoftUpdateDQN) -> None:
+    """docs/sharing.md's example plays the shipped lander's ONNX file on LunarLander-v3: the same episodes as SB3's
+    model on the lab's LunarLander-v2, with neither torch, SB3 nor lunar_sb3 imported."""
+    repo = SHIPPED_MODEL.parents[3]
+    snippet = (repo / "docs" / "sharing.md").read_text().split("```python\n")[-1].split("```")[0]
+    assert "onnxruntime" in snippet and "LunarLander-v3" in snippet
+    heavy = "('torch', 'stable_baselines3', 'lunar_sb3')"
+    probe = f"import sys; print('imported:', [m for m in {heavy} if m in sys.modules])"
+    env = {**os.environ, "LUNAR_SB3_AUTOLOAD": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet + "\n" + probe], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reference = evaluate_model(shipped, ENV_ID, n_episodes=3, seed=0)["episodes"]["returns"]
+    expected = [f"seed {seed}: return {episode_return:.1f}" for seed, episode_return in enumerate(reference)]
+    assert proc.stdout.splitlines() == [*expected, "imported: []"]
