@@ -128,6 +128,27 @@ def test_pulled_package_plays_in_enjoy_and_evaluates_to_the_packages_numbers(pac
     assert f"{ENV_ID}_1" in proc.stdout + proc.stderr
 
 
+def test_a_normalized_run_ships_its_statistics(tmp_path: Path) -> None:
+    """``normalize: true`` runs need their VecNormalize statistics: packaged as the Hub names them, pulled back to
+    where the zoo keeps them, and the pulled run evaluates to the package's numbers with them."""
+    logs = tmp_path / "logs"
+    params = ["-params", "normalize:True", "learning_starts:100"]
+    check(_zoo("train", "-n", "1000", "--eval-freq", "-1", "-f", str(logs), "--seed", "2", *params, cwd=tmp_path))
+    package = tmp_path / "package"
+    build_package(logs / ALGO / f"{ENV_ID}_1", ENV_ID, package, n_episodes=2, log=lambda _: None)
+    assert (package / "vec_normalize.pkl").is_file() and json.loads((package / "results.json").read_text())[
+        "vec_normalize"
+    ]
+    run = pull_package(package, tmp_path / "pulled")
+    assert (run / ENV_ID / "vecnormalize.pkl").read_bytes() == (package / "vec_normalize.pkl").read_bytes()
+    assert evaluate_main([str(run), "-n", "2"]) == 0
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert (
+        evaluation["vecnormalize"]
+        and evaluation["summary"] == json.loads((package / "results.json").read_text())["summary"]
+    )
+
+
 def test_push_uploads_the_package_it_builds(zoo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: dict[str, dict] = {}
 
