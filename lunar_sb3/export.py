@@ -97,7 +97,7 @@ def export_onnx(policy: GreedyPolicy, example: torch.Tensor, path: str | Path, m
     try:
         import onnx
     except ImportError as error:
-        raise OutputError(f"ONNX export needs the onnx packages: pip install 'lunar_sb3[export]' ({error})") from None
+        raise OutputError(f"ONNX export needs the export extra, pip install -e '.[export]' ({error})") from None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on deprecated helpers
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # and on the torchvision ops it skips (not installed)
@@ -113,7 +113,7 @@ def export_onnx(policy: GreedyPolicy, example: torch.Tensor, path: str | Path, m
                 verbose=False,
             )
         except ImportError as error:  # torch's exporter imports onnxscript only now
-            raise OutputError(f"ONNX export needs pip install 'lunar_sb3[export]' ({error})") from None
+            raise OutputError(f"ONNX export needs the export extra, pip install -e '.[export]' ({error})") from None
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto)

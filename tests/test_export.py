@@ -24,8 +24,8 @@ from lunar_sb3.evaluate import evaluate_model
 from lunar_sb3.export import GreedyPolicy, example_observations, export_onnx, export_torchscript
 from lunar_sb3.export import main as export_main
 
-ort = pytest.importorskip("onnxruntime", reason="the export extra (pip install 'lunar_sb3[export]') is not installed")
-onnx = pytest.importorskip("onnx", reason="the export extra (pip install 'lunar_sb3[export]') is not installed")
+ort = pytest.importorskip("onnxruntime", reason="the export extra (pip install -e '.[export]') is not installed")
+onnx = pytest.importorskip("onnx", reason="the export extra (pip install -e '.[export]') is not installed")
 
 ENV_ID = "LunarLander-v2"
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "rl-trained-agents" / "soft_dqn" / f"{ENV_ID}_1" / f"{ENV_ID}.zip"

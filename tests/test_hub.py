@@ -112,6 +112,7 @@ def test_model_card_reads_back_with_the_hubs_parser(package: Path) -> None:
     assert f"| return | {summary['return_mean']:.1f} ± {summary['return_std']:.1f} |" in text
     assert "python -m lunar_sb3.hub pull alice/soft-lander -f logs" in text
     assert f"python -m rl_zoo3.enjoy --algo {ALGO} --env {ENV_ID} -f logs" in text
+    assert f"python -m lunar_sb3.evaluate -f logs -n {EPISODES} --seed 7 " in text  # the command that reproduces it
 
 
 def test_pulled_package_plays_in_enjoy_and_evaluates_to_the_packages_numbers(package: Path, tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ def model_card(results: dict[str, Any], model: Any, config: dict[str, Any], repo
     gif = ", ".join(
         f"seed {e['seed']}: {e['outcome'].replace('_', ' ')}, return {e['return']:.0f}" for e in results["gif_episodes"]
     )
+    episodes = results["n_eval_episodes"]
+    evaluate_options = "" if (first, episodes) == (0, 100) else f" -n {episodes} --seed {first}"
     command = training.get("command", f"python -m rl_zoo3.train --algo {ZOO_ALGO} --env {env_id}")
     body = f"""
 # {results["model_class"]} landing {env_id}
@@ -146,11 +148,11 @@ as `--algo {ZOO_ALGO}`.
 
 {"" if repo_id else "(Packaged without `--repo-id`: USER/NAME stands for the repo it is pushed to.)" + chr(10)}
 ```bash
-pip install lunar_sb3
+# with lunar_sb3 installed (it adds --algo soft_dqn to rl-zoo3):
 # put the package into rl-zoo3's folder layout (logs/{ZOO_ALGO}/{env_id}_N/)
 python -m lunar_sb3.hub pull {repo} -f logs --trust-remote-code
 python -m rl_zoo3.enjoy --algo {ZOO_ALGO} --env {env_id} -f logs
-python -m lunar_sb3.evaluate -f logs   # the table above: {results["n_eval_episodes"]} episodes, seeds {first}..{last}
+python -m lunar_sb3.evaluate -f logs{evaluate_options}   # the table above, episode for episode
 ```
 
 In Python:

@@ -65,7 +65,8 @@ def write_model_for_inference(source: str | Path, destination: str | Path) -> Pa
                     buffer = io.BytesIO()
                     torch.save({"state": {}, "param_groups": state["param_groups"]}, buffer)
                     content = buffer.getvalue()
-                stripped.writestr(entry.filename, content)
+                info = zipfile.ZipInfo(entry.filename, date_time=entry.date_time)  # same bytes on every run
+                stripped.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED)
     return Path(destination)
 
 
