@@ -186,6 +186,16 @@ def test_push_without_a_token_fails_before_any_work(zoo_run: Path, monkeypatch: 
     assert "no Hugging Face token" in message and "HF_TOKEN" in message
 
 
+def test_a_refused_upload_gets_one_line(zoo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def create_repo(self, repo_id, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("Max retries exceeded with url: /api/repos/create\n(more lines from urllib3)")
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test_token")
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    message = _fail_message(["push", str(zoo_run), "--repo-id", "alice/soft-lander", "-n", "1"])
+    assert "upload to alice/soft-lander failed (ConnectionError: Max retries exceeded" in message
+
+
 def test_pull_from_the_hub_downloads_then_places(
     package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
