@@ -230,7 +230,7 @@ def _incomplete_package(package: Path, tmp_path: Path) -> Path:
         ("out dir is a file", "is an existing file"),
         ("out dir unwritable", "cannot create output folder"),
         ("bad repo id", "is not of the form user/name"),
-        ("repo id with three parts", "is not of the form user/name"),
+        ("repo id with three parts", "is neither a package folder nor a Hub repo id user/name"),
         ("incomplete package", "is incomplete: no config.yml"),
         ("package without model", "must hold one model zip"),
         ("pull onto an existing run", "already exists"),

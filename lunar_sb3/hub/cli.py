@@ -151,7 +151,10 @@ def _pull(args: argparse.Namespace) -> None:
     if source.is_dir():
         run = pull_package(source, args.folder, args.exp_id, args.force)
     else:
-        check_repo_id(args.source)
+        try:
+            check_repo_id(args.source)
+        except OutputError:
+            raise OutputError(f"{args.source} is neither a package folder nor a Hub repo id user/name") from None
         if not args.trust_remote_code:
             raise OutputError(
                 f"{args.source} is a Hub repo: its model zip and YAML files are unpickled when loaded, which can run "
