@@ -1,0 +1,5 @@
+import sys
+
+from lunar_sb3.hub.cli import main
+
+sys.exit(main())
