@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from zoo_helpers import ALGO, ENV_ID, check, zoo_env
 
-import lunar_sb3.zoo
 from lunar_sb3 import SoftUpdateDQN
 from lunar_sb3.evaluate import evaluate_model
 from lunar_sb3.evaluate import main as evaluate_main
@@ -297,10 +296,6 @@ runpy.run_module("rl_zoo3.push_to_hub", run_name="__main__")
 """
 
 
-@pytest.mark.skipif(
-    not hasattr(lunar_sb3.zoo, "provide_generate_metadata"),
-    reason="rl_zoo3.push_to_hub needs lunar_sb3.zoo.provide_generate_metadata (proposed zoo.py change)",
-)
 def test_zoos_own_push_to_hub_runs_for_soft_dqn(zoo_run: Path, tmp_path: Path) -> None:
     """rl-zoo3 2.9.2's push_to_hub fails to import with huggingface_sb3 3.x; with lunar_sb3's glue it packages a
     soft_dqn run (HfApi's network calls replaced in the subprocess, the zoo's own code otherwise)."""

@@ -16,12 +16,14 @@ from lunar_sb3.zoo.hyperparams import (
     known_hyperparameters,
     sample_soft_dqn_params,
 )
+from lunar_sb3.zoo.push_to_hub import provide_generate_metadata
 
 __all__ = [
     "ALGO_NAME",
     "convert_soft_dqn_params",
     "hyperparams_path",
     "known_hyperparameters",
+    "provide_generate_metadata",
     "register",
     "sample_soft_dqn_params",
 ]
@@ -34,6 +36,7 @@ def register() -> None:
     rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_soft_dqn_params
     install_patches()
     install_excepthook()
+    provide_generate_metadata()
 
 
 register()
