@@ -30,7 +30,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from lunar_sb3.envs import LAB_ENV_ID
-from lunar_sb3.landing import OUTCOMES, LandingOutcome, greedy_episode
+from lunar_sb3.landing import OUTCOMES, LandingOutcome, greedy_episodes
 from lunar_sb3.outputs import (
     OneLineArgumentParser,
     OutputError,
@@ -73,20 +73,17 @@ def evaluate_model(
         raise ValueError(f"n_episodes={n_episodes!r} must be >= 1")
     if seed < 0:
         raise ValueError(f"seed={seed!r} must be >= 0 (gymnasium rejects negative seeds)")
-    env = LandingOutcome(gym.make(env_id, render_mode=None))
     episodes: dict[str, list] = {
         k: [] for k in ("returns", "lengths", "outcomes", "main_engine_fires", "side_engine_fires")
     }
-    try:
-        for i in range(n_episodes):
-            episode_return, length, info = greedy_episode(model, env, seed + i, vec_normalize)
-            episodes["returns"].append(episode_return)
-            episodes["lengths"].append(length)
-            episodes["outcomes"].append(info["outcome"])
-            episodes["main_engine_fires"].append(info["main_engine_fires"])
-            episodes["side_engine_fires"].append(info["side_engine_fires"])
-    finally:
-        env.close()
+    seeds = [seed + i for i in range(n_episodes)]
+    played = greedy_episodes(model, lambda: LandingOutcome(gym.make(env_id, render_mode=None)), seeds, vec_normalize)
+    for episode_return, length, info in played:
+        episodes["returns"].append(episode_return)
+        episodes["lengths"].append(length)
+        episodes["outcomes"].append(info["outcome"])
+        episodes["main_engine_fires"].append(info["main_engine_fires"])
+        episodes["side_engine_fires"].append(info["side_engine_fires"])
     returns = np.asarray(episodes["returns"])
     summary = {
         "env_id": env_id,

@@ -127,3 +127,41 @@ def greedy_episode(
         if on_step is not None:
             on_step(length, done)
     return episode_return, length, info
+
+
+def greedy_episodes(
+    model: Any, make_env: Callable[[], gym.Env], seeds: list[int], vec_normalize: Any = None
+) -> list[tuple[float, int, dict[str, Any]]]:
+    """Play one greedy episode per seed, all side by side: [(return, length, last info)] in the order of ``seeds``.
+
+    The same episodes as :func:`greedy_episode` one after the other, with one ``predict`` per step for all the
+    episodes still running instead of one per episode and step: evaluating 100 episodes of a lander that hovers
+    until the time limit (100,000 env steps) takes seconds, not half a minute. A batched forward may round the
+    last bit of a Q-value differently from a single one, so an action can differ only where two Q-values tie to
+    float precision.
+    """
+    envs = [make_env() for _ in seeds]
+    try:
+        observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
+        results: list[tuple[float, int, dict[str, Any]] | None] = [None] * len(seeds)
+        returns, lengths = [0.0] * len(seeds), [0] * len(seeds)
+        running = list(range(len(seeds)))
+        while running:
+            batch = np.stack([observations[i] for i in running])
+            if vec_normalize is not None:
+                batch = vec_normalize.normalize_obs(batch)
+            actions, _ = model.predict(batch, deterministic=True)
+            still_running = []
+            for i, action in zip(running, actions, strict=True):
+                observations[i], reward, terminated, truncated, info = envs[i].step(action)
+                returns[i] += float(reward)
+                lengths[i] += 1
+                if terminated or truncated:
+                    results[i] = (returns[i], lengths[i], info)
+                else:
+                    still_running.append(i)
+            running = still_running
+        return results  # type: ignore[return-value]
+    finally:
+        for env in envs:
+            env.close()

@@ -132,3 +132,21 @@ def test_bad_input_exits_with_one_clear_line(case: str, expected: str, models: d
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("python -m lunar_sb3.evaluate: error: ") and expected in lines[0]
     assert done.stdout == "" and not (tmp_path / "out.json").exists()
+
+
+def test_episodes_played_side_by_side_are_the_episodes_played_one_by_one() -> None:
+    """evaluate_model batches the greedy actions of all running episodes: same episodes as greedy_episode's loop."""
+    import gymnasium as gym
+
+    from lunar_sb3 import LandingOutcome, SoftUpdateDQN
+    from lunar_sb3.evaluate import evaluate_model
+    from lunar_sb3.landing import greedy_episode
+
+    shipped = Path(__file__).parent.parent / "rl-trained-agents" / "soft_dqn" / "LunarLander-v2_1"
+    model = SoftUpdateDQN.load(shipped / "LunarLander-v2.zip")
+    batched = evaluate_model(model, "LunarLander-v2", n_episodes=8, seed=123)["episodes"]
+    env = LandingOutcome(gym.make("LunarLander-v2"))
+    one_by_one = [greedy_episode(model, env, 123 + i) for i in range(8)]
+    assert batched["returns"] == [episode_return for episode_return, _, _ in one_by_one]
+    assert batched["lengths"] == [length for _, length, _ in one_by_one]
+    assert batched["outcomes"] == [info["outcome"] for _, _, info in one_by_one]
