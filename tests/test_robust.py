@@ -180,7 +180,9 @@ def test_keeps_the_best_by_score_and_stops_exactly_when_the_bar_is_met(
     assert [e["meets_bar"] for e in history["evaluations"]] == [False] * 5 + [True]
     assert [e["score"] for e in history["evaluations"]] == pytest.approx([130, 190, 185, 391, 354, 352])
     assert history["bar_met_at"] == 600
-    assert history["best"] == {"timesteps": 600, "score": 352, "meets_bar": True, "confirmation": None}
+    assert history["best"] == {
+        "timesteps": 600, "network": "online", "score": 352, "meets_bar": True, "confirmation": None,
+    }  # fmt: skip
     assert history["evaluations"][0]["return_min"] == 95 and history["eval_seeds"] == [7, 9]
     assert SoftUpdateDQN.load(tmp_path / "best_model.zip").num_timesteps == 600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model.zip", "landing_evaluations.json"]
@@ -401,3 +403,39 @@ def test_the_defaults_are_the_goal() -> None:
     assert (callback.n_eval_episodes, callback.n_confirm_episodes) == (100, 100)
     with pytest.raises(ValueError, match="confirmation episodes are not selection episodes"):
         LandingEvalCallback(eval_seed=0, n_eval_episodes=100, confirm_seed=50)
+
+
+def test_the_target_network_is_a_candidate_and_the_online_weights_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With evaluate_target_network, the target network's weights act in the Q-network for its evaluation; if it
+    lands better, best_model.zip holds them; training continues with the online weights unchanged."""
+    import torch as th
+
+    model = tiny_model()
+    with th.no_grad():
+        for parameter in model.q_net_target.parameters():
+            parameter.add_(1.0)  # tell the two networks apart
+    seen: list[str] = []
+
+    def scripted(model_: Any, env_id: str, n_episodes: int, seed: int, vec_normalize: Any = None) -> dict:
+        is_target = all(
+            th.equal(a, b) for a, b in zip(model_.q_net.parameters(), model_.q_net_target.parameters(), strict=True)
+        )
+        seen.append("target" if is_target else "online")
+        result = summary(250, landed=0.95) if is_target else summary(200, landed=0.5)
+        return {"summary": result, "episodes": {"returns": [result["return_mean"]]}}
+
+    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", scripted)
+    online_before = [p.detach().clone() for p in model.q_net.parameters()]
+    callback = LandingEvalCallback(
+        eval_freq=100, n_confirm_episodes=0, evaluate_target_network=True, best_model_save_path=tmp_path
+    )
+    model.learn(150, callback=callback)
+    assert seen == ["online", "target"]
+    assert callback.best["network"] == "target" and "target network" in callback.kept_line()
+    kept = SoftUpdateDQN.load(tmp_path / "best_model.zip")
+    for kept_weight, target_weight in zip(kept.q_net.parameters(), model.q_net_target.parameters(), strict=True):
+        assert th.equal(kept_weight, target_weight)
+    for weight, before in zip(model.q_net.parameters(), online_before, strict=True):
+        assert th.equal(weight, before)  # learning_starts is after the test: nothing trained, all restored
