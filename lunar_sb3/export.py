@@ -27,7 +27,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 from lunar_sb3.envs import LAB_ENV_ID
-from lunar_sb3.evaluate import ZOO_ALGO, find_vec_normalize, load_model, load_vec_normalize
+from lunar_sb3.evaluation import find_vec_normalize, load_model, load_vec_normalize
+from lunar_sb3.landing_eval import BEST_MODEL_FILE
 from lunar_sb3.outputs import (
     OneLineArgumentParser,
     OutputError,
@@ -37,7 +38,7 @@ from lunar_sb3.outputs import (
     find_run_folder,
     model_of_run,
 )
-from lunar_sb3.robust import BEST_MODEL_FILE
+from lunar_sb3.soft_dqn.model_file import SOFT_DQN as ZOO_ALGO
 
 INPUT_NAME = "obs"
 OUTPUT_NAMES = ("q_values", "action")

@@ -225,7 +225,7 @@ def results_by_agent(files: Sequence[str | Path]) -> dict[str, list[dict[str, An
     (robust.json) files, grouped by agent label in the order they appear."""
     import json
 
-    from lunar_sb3.benchmark.agents import LABELS
+    from lunar_sb3.presets import LABELS
 
     grouped: dict[str, list[dict[str, Any]]] = {}
     for file in files:

@@ -29,10 +29,11 @@ from lunar_sb3.outputs import (  # noqa: E402
     find_run_folder,
     has_monitor_files,
 )
+from lunar_sb3.presets import ALGO_NAME  # noqa: E402
 
 DEFAULT_NAME = "learning_curve.png"
 """The PNG's name inside the run folder when no ``-o`` is given."""
-ZOO_ALGO = "soft_dqn"
+ZOO_ALGO = ALGO_NAME
 
 
 def plot_learning_curve(

@@ -288,7 +288,9 @@ def test_evaluate_model_feeds_normalized_observations(files: dict[str, Path]) ->
 
     stats.normalize_obs, model.predict = normalize, predict
     result = evaluate_model(model, ENV_ID, n_episodes=2, seed=0, vec_normalize=stats)
-    assert len(normalize_calls) == len(seen_by_model) == sum(result["episodes"]["lengths"])
+    # one call per step for all running episodes (a batch): every observation of every episode, once
+    assert len(normalize_calls) == len(seen_by_model) == max(result["episodes"]["lengths"])
+    assert sum(len(batch) for batch in seen_by_model) == sum(result["episodes"]["lengths"])
     for raw, fed in zip(normalize_calls, seen_by_model, strict=True):
         assert fed == pytest.approx(original_normalize(raw))
         assert not fed == pytest.approx(raw)

@@ -175,7 +175,7 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-4000:]}"
     site = tmp_path / "site"
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
-    for name in ("lunar_sb3.SoftUpdateDQN.td_target", "lunar_sb3.evaluate.evaluate_model", "LandingEvalCallback"):
+    for name in ("lunar_sb3.SoftUpdateDQN.td_target", "lunar_sb3.evaluation.evaluate_model", "LandingEvalCallback"):
         assert name in api, f"the API reference lacks {name}"
     # the files the pages link to with ../ are in the site (docs/hooks.py), pictures included
     assert (site / "results" / "robust" / "outcomes_by_agent.png").is_file()

@@ -39,9 +39,13 @@ class OnnxLander:
     def __init__(self, path: Path) -> None:
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[int, None]:
-        q_values, action = self.session.run(None, {"obs": np.asarray(obs, dtype=np.float32).reshape(1, -1)})
-        return int(action[0]), None
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Greedy actions for one observation or a batch of them (evaluate_model plays its episodes side by side)."""
+        obs = np.asarray(obs, dtype=np.float32)
+        actions = [
+            int(self.session.run(None, {"obs": row.reshape(1, -1)})[1][0]) for row in obs.reshape(-1, obs.shape[-1])
+        ]
+        return (np.asarray(actions) if obs.ndim > 1 else actions[0]), None
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,10 @@ import pytest
 from PIL import Image
 from stable_baselines3.common.env_util import make_vec_env
 
-import lunar_sb3.evaluate
+import lunar_sb3.landing_eval
 from lunar_sb3 import LandingEvalCallback, SoftUpdateDQN
-from lunar_sb3.evaluate import evaluate_model
+from lunar_sb3.evaluation import evaluate_model, landing_score, meets_bar
 from lunar_sb3.pictures import landing_gif, outcome_chart, outcome_shares
-from lunar_sb3.robust import landing_score, meets_bar
 
 ENV_ID = "LunarLander-v2"
 PRESET = Path(__file__).resolve().parents[1] / "hyperparams" / "soft_dqn_robust.yml"
@@ -160,7 +159,7 @@ def test_keeps_the_best_by_score_and_stops_exactly_when_the_bar_is_met(
             summary(400, landed=1.0, solved=1.0),  # never reached
         ]
     )
-    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", script)
+    monkeypatch.setattr(lunar_sb3.landing_eval, "evaluate_model", script)
     model = tiny_model()
     saves: list[int] = []
     real_save = model.save
@@ -191,7 +190,7 @@ def test_keeps_the_best_by_score_and_stops_exactly_when_the_bar_is_met(
 def test_counts_env_steps_over_all_envs_and_waits_for_min_timesteps(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two envs add 2 steps per call: evaluations come at the first count at or past each multiple of eval_freq."""
     script = Scripted([summary(0, landed=0.0)])
-    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", script)
+    monkeypatch.setattr(lunar_sb3.landing_eval, "evaluate_model", script)
     model = tiny_model(n_envs=2)
     callback = LandingEvalCallback(eval_freq=101, min_timesteps=500, verbose=0)  # no folder: nothing written
     model.learn(1_000, callback=callback)
@@ -201,7 +200,7 @@ def test_counts_env_steps_over_all_envs_and_waits_for_min_timesteps(monkeypatch:
 
 
 def test_prints_one_line_per_evaluation(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", Scripted([summary(260, landed=1.0, solved=1.0)]))
+    monkeypatch.setattr(lunar_sb3.landing_eval, "evaluate_model", Scripted([summary(260, landed=1.0, solved=1.0)]))
     tiny_model().learn(500, callback=LandingEvalCallback(eval_freq=100, n_confirm_episodes=0, **BAR))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("landing eval       100 steps | return  260.0") and "landed 100 %" in lines[0]
@@ -357,7 +356,7 @@ def test_the_bar_must_hold_on_unseen_episodes_before_training_stops(
             summary(400, landed=1.0, solved=1.0),  # never reached
         ]
     )
-    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", script)
+    monkeypatch.setattr(lunar_sb3.landing_eval, "evaluate_model", script)
     bar = dict(stop_mean_return=270, stop_landed_share=0.98, stop_min_return_share=0.98, stop_max_crashed_share=0.0)
     callback = LandingEvalCallback(
         eval_freq=100, n_eval_episodes=5, eval_seed=7, n_confirm_episodes=4, confirm_seed=100,
@@ -384,7 +383,7 @@ def test_the_kept_model_is_confirmed_when_training_ends_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     script = Scripted([summary(240, landed=0.9), summary(230, landed=0.85)])
-    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", script)
+    monkeypatch.setattr(lunar_sb3.landing_eval, "evaluate_model", script)
     callback = LandingEvalCallback(eval_freq=100, n_confirm_episodes=3, best_model_save_path=tmp_path)
     tiny_model().learn(150, callback=callback)
     assert [(c["timesteps"], c["n_episodes"]) for c in script.calls] == [(100, 100), (100, 3)]  # the kept model's
@@ -426,7 +425,7 @@ def test_the_target_network_is_a_candidate_and_the_online_weights_come_back(
         result = summary(250, landed=0.95) if is_target else summary(200, landed=0.5)
         return {"summary": result, "episodes": {"returns": [result["return_mean"]]}}
 
-    monkeypatch.setattr(lunar_sb3.evaluate, "evaluate_model", scripted)
+    monkeypatch.setattr(lunar_sb3.landing_eval, "evaluate_model", scripted)
     online_before = [p.detach().clone() for p in model.q_net.parameters()]
     callback = LandingEvalCallback(
         eval_freq=100, n_confirm_episodes=0, evaluate_target_network=True, best_model_save_path=tmp_path

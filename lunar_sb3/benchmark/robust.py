@@ -26,11 +26,11 @@ import torch as th
 from tqdm import tqdm
 
 from lunar_sb3.envs import LAB_ENV_ID
-from lunar_sb3.evaluate import evaluate_model, load_model
+from lunar_sb3.evaluation import evaluate_model, load_model
 from lunar_sb3.landing import OUTCOMES
+from lunar_sb3.landing_eval import BEST_MODEL_FILE, HISTORY_FILE
 from lunar_sb3.outputs import RUN_NAME, write_text_atomic
 from lunar_sb3.pictures import outcome_chart
-from lunar_sb3.robust import BEST_MODEL_FILE, HISTORY_FILE
 
 ROBUST_FILES = ("robust.json", "robust.md", "robust_outcomes.png")
 """What ``robust`` writes into ``--out`` (beside ``logs/``, the zoo's run folders)."""
@@ -81,7 +81,7 @@ def add_robust_parser(commands: Any) -> argparse.ArgumentParser:
 def check_robust_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """One-line usage errors (exit status 2) before any training; fills in the defaults of ``--conf`` / ``--quick``."""
     from lunar_sb3.outputs import OutputError, check_writable_folder
-    from lunar_sb3.zoo import hyperparams_path
+    from lunar_sb3.presets import hyperparams_path
 
     if args.quick:
         args.max_steps, args.eval_episodes = 2_000, 2

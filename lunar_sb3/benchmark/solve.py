@@ -15,10 +15,10 @@ import torch as th
 from stable_baselines3.common.callbacks import CallbackList
 from tqdm import tqdm
 
-from lunar_sb3 import StopTrainingOnSolved
 from lunar_sb3.benchmark.agents import LABELS, EpisodeRecorder, agent_kwargs, make_lab_env
+from lunar_sb3.callbacks import StopTrainingOnSolved
 from lunar_sb3.envs import LAB_ENV_ID
-from lunar_sb3.evaluate import evaluate_model
+from lunar_sb3.evaluation import evaluate_model
 from lunar_sb3.outputs import (
     atomic_path,
     write_text_atomic,

@@ -24,8 +24,8 @@ from lunar_sb3.envs import LAB_ENV_ID
 from lunar_sb3.hub.files import ZOO_ALGO
 from lunar_sb3.hub.package import EVAL_EPISODES, EVAL_SEED, build_package
 from lunar_sb3.hub.pull import check_repo_id, download_package, pull_package, shipped_agents_folder
+from lunar_sb3.landing_eval import BEST_MODEL_FILE
 from lunar_sb3.outputs import OneLineArgumentParser, OutputError, env_id_of_run, find_run_folder
-from lunar_sb3.robust import BEST_MODEL_FILE
 
 PROG = "python -m lunar_sb3.hub"
 NO_TOKEN = (

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from lunar_sb3.outputs import atomic_path
+from lunar_sb3.presets import ALGO_NAME
 
-ZOO_ALGO = "soft_dqn"
+ZOO_ALGO = ALGO_NAME
 CONFIG_FILES = ("config.yml", "args.yml", "env_kwargs.yml")
 """Written by ``rl_zoo3.train`` into ``<run>/<ENV>/``; ``enjoy`` needs ``config.yml`` and reads the other two."""
 METRICS_FILE = "train_eval_metrics.zip"

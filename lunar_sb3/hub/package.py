@@ -20,13 +20,13 @@ from typing import Any
 import yaml
 from stable_baselines3.common.monitor import LoadMonitorResultsError, load_results
 
-from lunar_sb3.evaluate import (
-    _ConfigLoader,
-    _normalizing_config,
+from lunar_sb3.evaluation import (
+    ConfigLoader,
     evaluate_model,
     find_vec_normalize,
     load_model,
     load_vec_normalize,
+    normalizing_config,
 )
 from lunar_sb3.hub.card import model_card
 from lunar_sb3.hub.files import (
@@ -41,9 +41,9 @@ from lunar_sb3.hub.files import (
     model_file_name,
     write_model_for_inference,
 )
+from lunar_sb3.landing_eval import BEST_MODEL_FILE, HISTORY_FILE
 from lunar_sb3.outputs import OutputError, check_writable_folder, model_of_run, write_text_atomic
 from lunar_sb3.pictures import landing_gif, outcome_chart
-from lunar_sb3.robust import BEST_MODEL_FILE, HISTORY_FILE
 from lunar_sb3.version import __version__
 
 EVAL_EPISODES = 100
@@ -55,7 +55,7 @@ its best model on seeds 20,000 and up, so these episodes are new to it."""
 
 def read_zoo_yaml(path: Path) -> dict[str, Any]:
     """``config.yml`` / ``args.yml`` as rl-zoo3 dumps them (an ``OrderedDict``), as a plain dict; no code runs."""
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
     if not isinstance(data, dict):
         raise OutputError(f"{path} is not an rl-zoo3 {path.name} (expected a mapping, got {type(data).__name__})")
     return data
@@ -139,7 +139,7 @@ def build_package(
     model_path = run_model(run, env_id, load_best)
     model = load_model(model_path)
     stats = find_vec_normalize(model_path, env_id)
-    if stats is None and (config := _normalizing_config(model_path, env_id)) is not None:
+    if stats is None and (config := normalizing_config(model_path, env_id)) is not None:
         raise ValueError(f"{config} says the model was trained on normalized observations, but the run has no stats")
     vec_normalize = None if stats is None else load_vec_normalize(stats, env_id)
     config = read_zoo_yaml(run / env_id / "config.yml")

@@ -16,8 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import lunar_sb3
-from lunar_sb3.evaluate import VECNORMALIZE_FILE
+from lunar_sb3.evaluation import VECNORMALIZE_FILE
 from lunar_sb3.hub.files import (
     CARD_FILE,
     CHART_FILE,
@@ -38,7 +37,7 @@ REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 def shipped_agents_folder() -> Path:
     """``rl-trained-agents`` inside the installed package (the wheel ships it there) or in the repository."""
-    package_dir = Path(lunar_sb3.__file__).parent
+    package_dir = Path(__file__).parent.parent
     for folder in (package_dir / SHIPPED_AGENTS, package_dir.parent / SHIPPED_AGENTS):
         if folder.is_dir():
             return folder

@@ -20,7 +20,8 @@ from typing import NoReturn
 
 import optuna
 
-ALGO_NAME = "soft_dqn"
+from lunar_sb3.presets import ALGO_NAME
+
 PREFIX = f"rl_zoo3 --algo {ALGO_NAME}: error: "
 
 

@@ -22,15 +22,15 @@ import rl_zoo3.exp_manager
 import torch as th
 from stable_baselines3.common.callbacks import CheckpointCallback
 
-from lunar_sb3 import StopTrainingOnSolved
-from lunar_sb3.callbacks import TrainingProgress
+from lunar_sb3.callbacks import StopTrainingOnSolved, TrainingProgress
 from lunar_sb3.checkpoints import WholeCheckpointCallback, is_checkpoint, is_intact, newest_intact_checkpoint
 from lunar_sb3.envs import is_lunar_lander
-from lunar_sb3.evaluate import evaluate_model
-from lunar_sb3.robust import LandingEvalCallback
+from lunar_sb3.evaluation import evaluate_model
+from lunar_sb3.landing_eval import LandingEvalCallback
+from lunar_sb3.presets import ALGO_NAME, hyperparams_path
 from lunar_sb3.soft_dqn.model_file import check_soft_dqn_zip
-from lunar_sb3.zoo.errors import ALGO_NAME, check_optuna_storage, fail
-from lunar_sb3.zoo.hyperparams import check_hyperparameter_names, hyperparams_path, read_switches
+from lunar_sb3.zoo.errors import check_optuna_storage, fail
+from lunar_sb3.zoo.hyperparams import check_hyperparameter_names, read_switches
 
 LANDING_CHECK_EPISODES = 20
 """Greedy episodes of the landing check at the end of a run without a ``LandingEvalCallback`` (a few seconds)."""
@@ -214,8 +214,6 @@ def _create_callbacks(original: Callable[..., Any], self: Any) -> None:
     but no longer saves ``best_model.zip`` over it.
     """
     from stable_baselines3.common.callbacks import EvalCallback
-
-    from lunar_sb3.robust import LandingEvalCallback
 
     original(self)
     run_folder = Path(self.save_path)

@@ -2,23 +2,15 @@
 
 import difflib
 import inspect
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-import lunar_sb3
-from lunar_sb3 import SoftUpdateDQN
-from lunar_sb3.zoo.errors import ALGO_NAME, fail
+from lunar_sb3.presets import hyperparams_path
+from lunar_sb3.soft_dqn import SoftUpdateDQN
+from lunar_sb3.zoo.errors import fail
 
-
-def hyperparams_path(name: str = f"{ALGO_NAME}.yml") -> Path:
-    """The YAML shipped in the wheel (``lunar_sb3/hyperparams``), or the repository's ``hyperparams/``."""
-    package_dir = Path(lunar_sb3.__file__).parent
-    for folder in (package_dir / "hyperparams", package_dir.parent / "hyperparams"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"lunar_sb3: hyperparameter file {name} is missing from {package_dir}")
+__all__ = ["hyperparams_path"]  # re-exported: where the zoo glue always had it
 
 
 def convert_soft_dqn_params(params: dict[str, Any]) -> dict[str, Any]:

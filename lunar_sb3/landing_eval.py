@@ -4,8 +4,8 @@ The lab stops once the last 100 *training* episodes average 200, but the greedy 
 lands between the flags in roughly half to four fifths of the episodes. DQN's greedy policy keeps changing while it
 trains, so a better lander appears somewhere later and may be lost again. This callback plays fixed-seed greedy
 episodes every ``eval_freq`` env steps, keeps the best model by a landing-aware score, and stops training once an
-evaluation meets a landing bar. The score and the bar are module functions (``landing_score``, ``meets_bar``), so
-reports can apply the same rule.
+evaluation meets a landing bar. The score and the bar are functions of ``lunar_sb3.evaluation``
+(``landing_score``, ``meets_bar``), so reports can apply the same rule.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback
 
+from lunar_sb3.evaluation import SCORE_FORMULA, evaluate_model, landing_score, meets_bar
 from lunar_sb3.landing import LandingOutcome
 from lunar_sb3.outputs import write_text_atomic
 
@@ -29,47 +30,6 @@ HISTORY_FILE = "landing_evaluations.json"
 """The evaluation history written beside ``best_model.zip``."""
 BEST_MODEL_FILE = "best_model.zip"
 """The file name rl-zoo3's ``--load-best`` looks for in a run folder."""
-SCORE_FORMULA = "return_mean + landed_weight * 100 * landed_share - crash_penalty * 100 * crashed_share"
-
-
-def landing_score(summary: dict[str, Any], landed_weight: float = 1.0, crash_penalty: float = 1.0) -> float:
-    """The mean return, plus ``landed_weight`` points per percent of episodes landed between the flags, minus
-    ``crash_penalty`` points per percent crashed.
-
-    Why not the mean return alone: it already holds +100 for a landing and -100 for a crash, but averaged over 50
-    episodes one crash moves it by only ~4 points, well inside the noise of fuel use, so a policy that crashes now
-    and then can out-score one that always lands. With the default weights, a percent landed is worth one return
-    point and a percent crashed costs one more, so e.g. 96 % landed at 240 (score 336) beats 80 % at 250 (330).
-    Landing beside the pad, leaving the screen and hovering until the time limit get no bonus: they are misses.
-    """
-    shares = summary["outcome_shares"]
-    return float(
-        summary["return_mean"]
-        + landed_weight * 100.0 * shares.get("landed", 0.0)
-        - crash_penalty * 100.0 * shares.get("crashed", 0.0)
-    )
-
-
-def meets_bar(
-    summary: dict[str, Any],
-    stop_mean_return: float | None = None,
-    stop_landed_share: float | None = None,
-    stop_min_return_share: float | None = None,
-    stop_max_crashed_share: float | None = None,
-) -> bool:
-    """Whether an evaluation meets every given criterion (None skips one; with none given nothing meets the bar).
-
-    ``stop_min_return_share`` is the share of episodes with return >= 200 (``summary["solved_share"]``).
-    """
-    shares = summary["outcome_shares"]
-    checks = [
-        (stop_mean_return, lambda bar: summary["return_mean"] >= bar),
-        (stop_landed_share, lambda bar: shares.get("landed", 0.0) >= bar),
-        (stop_min_return_share, lambda bar: summary["solved_share"] >= bar),
-        (stop_max_crashed_share, lambda bar: shares.get("crashed", 0.0) <= bar),
-    ]
-    given = [(bar, check) for bar, check in checks if bar is not None]
-    return bool(given) and all(check(bar) for bar, check in given)
 
 
 class LandingEvalCallback(BaseCallback):
@@ -221,10 +181,6 @@ class LandingEvalCallback(BaseCallback):
 
     def _play(self, n_episodes: int, seed: int) -> dict[str, Any]:
         """``n_episodes`` greedy episodes of the current model from ``seed`` on, summarised for a record."""
-        # Imported here, not at the top: ``import lunar_sb3`` imports this module, and a module-level import would
-        # make ``python -m lunar_sb3.evaluate`` import its own module twice (runpy's RuntimeWarning)
-        from lunar_sb3.evaluate import evaluate_model
-
         start = time.perf_counter()
         result = evaluate_model(
             self.model,
