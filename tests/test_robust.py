@@ -243,6 +243,23 @@ def test_benchmark_robust_quick_writes_its_three_files(quick_benchmark: tuple[Pa
         assert image.format == "PNG" and image.width > 300
 
 
+def test_benchmark_robust_resumes_without_training_again(quick_benchmark: tuple[Path, dict[str, Any]]) -> None:
+    """The same command again reuses each seed's result; with the result gone but the run trained, it only tests."""
+    out, data = quick_benchmark
+    seed_folder = out / "logs" / "seed_3"
+    trained_at = (seed_folder / "train.log").stat().st_mtime
+    check(python("-m", "lunar_sb3.benchmark", "robust", "--quick", "--seeds", "1", "--seed0", "3", "--out", "out",
+                 cwd=out.parent))  # fmt: skip
+    assert json.loads((out / "robust.json").read_text())["runs"] == data["runs"]
+    (seed_folder / "result.json").unlink()  # as if the benchmark had been stopped after training
+    check(python("-m", "lunar_sb3.benchmark", "robust", "--quick", "--seeds", "1", "--seed0", "3", "--out", "out",
+                 cwd=out.parent))  # fmt: skip
+    again = json.loads((out / "robust.json").read_text())["runs"][0]
+    assert (seed_folder / "train.log").stat().st_mtime == trained_at  # not trained again
+    assert not (seed_folder / "soft_dqn" / f"{ENV_ID}_2").exists()
+    assert again["evaluation"] == data["runs"][0]["evaluation"] and 0 < again["wall_seconds"]
+
+
 def test_zoo_run_folder_gets_best_model_and_record_video_loads_it(
     quick_benchmark: tuple[Path, dict[str, Any]],
 ) -> None:

@@ -33,12 +33,16 @@ from lunar_sb3.outputs import RUN_NAME, write_text_atomic
 from lunar_sb3.pictures import outcome_chart
 
 ROBUST_FILES = ("robust.json", "robust.md", "robust_outcomes.png")
+RESULT_FILE = "result.json"
+"""One seed's record, written into ``logs/seed_<S>`` when it is done: a repeated command resumes after it."""
 """What ``robust`` writes into ``--out`` (beside ``logs/``, the zoo's run folders)."""
 TEST_SEED_BASE, TEST_SEED_STRIDE = 50_000, 1_000
 """Final-test episode i of training seed S is reset with seed 50,000 + 1,000·S + i (i < 1,000)."""
 MAX_EVAL_EPISODES = TEST_SEED_STRIDE
-QUICK_CALLBACK = "[{'lunar_sb3.LandingEvalCallback': {'eval_freq': 1000, 'n_eval_episodes': 2}}]"
-"""``--quick``: evaluate every 1,000 steps on 2 episodes, so that a 2,000-step run has a best model."""
+QUICK_CALLBACK = (
+    "[{'lunar_sb3.LandingEvalCallback': {'eval_freq': 1000, 'n_eval_episodes': 2, 'n_confirm_episodes': 2}}]"
+)
+"""``--quick``: evaluate every 1,000 steps on 2 episodes (confirm on 2), so that a 2,000-step run has a best model."""
 SHORT_NAMES = {
     "landed": "landed",
     "landed_off_pad": "off pad",
@@ -150,18 +154,31 @@ def robust_run(
     log_folder = out / "logs" / f"seed_{seed}"
     log_folder.mkdir(parents=True, exist_ok=True)
     command = train_command(conf, seed, log_folder, max_steps, quick, params)
-    environment = {**os.environ, "MPLBACKEND": "Agg", "SDL_VIDEODRIVER": "dummy"}
-    start = time.perf_counter()
-    with open(log_folder / "train.log", "w", encoding="utf-8") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    seconds = time.perf_counter() - start
-    record: dict[str, Any] = {"seed": seed, "command": " ".join(command), "wall_seconds": round(seconds, 1)}
+    record: dict[str, Any] = {"seed": seed, "command": " ".join(command)}
+    done = _read_history(log_folder / RESULT_FILE)
+    if done.get("command") == record["command"] and "error" not in done:
+        return done  # resumed: this seed trained and was tested by an earlier run of the same command
     run = newest_run(log_folder)
-    final = None if run is None else run / f"{LAB_ENV_ID}.zip"
-    if finished.returncode != 0 or final is None or not final.is_file():
-        lines = (log_folder / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        last = lines[-1].strip() if lines else "no output"  # the zoo's one-line error, or a traceback's last line
-        return {**record, "error": f"rl_zoo3.train exited with {finished.returncode}: {last}"}
+    if run is not None and (run / f"{LAB_ENV_ID}.zip").is_file() and _command_of(run) == " ".join(command[1:]):
+        seconds = _training_seconds(run)  # trained by an earlier, interrupted run of the benchmark: test it only
+    else:
+        environment = {**os.environ, "MPLBACKEND": "Agg", "SDL_VIDEODRIVER": "dummy"}
+        start = time.perf_counter()
+        with open(log_folder / "train.log", "w", encoding="utf-8") as log:
+            finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        seconds = time.perf_counter() - start
+        run = newest_run(log_folder)
+        final = None if run is None else run / f"{LAB_ENV_ID}.zip"
+        if finished.returncode != 0 or final is None or not final.is_file():
+            lines = (log_folder / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            last = lines[-1].strip() if lines else "no output"  # the zoo's one-line error, or a traceback's last
+            return {
+                **record,
+                "wall_seconds": round(seconds, 1),
+                "error": f"rl_zoo3.train exited with {finished.returncode}: {last}",
+            }
+    record["wall_seconds"] = round(seconds, 1)
+    final = run / f"{LAB_ENV_ID}.zip"
     best = run / BEST_MODEL_FILE
     tested = best if best.is_file() else final
     final_model = load_model(final)
@@ -169,7 +186,7 @@ def robust_run(
     model = final_model if tested == final else load_model(tested)
     result = evaluate_model(model, LAB_ENV_ID, n_episodes=eval_episodes, seed=first_test_seed(seed))
     returns = result["episodes"]["returns"]
-    return {
+    result_record = {
         **record,
         "run": str(run),
         "model": tested.name,
@@ -184,6 +201,23 @@ def robust_run(
         "evaluation": {**result["summary"], "return_min": float(min(returns))},
         "returns": [round(r, 2) for r in returns],
     }
+    write_text_atomic(log_folder / RESULT_FILE, json.dumps(result_record, indent=1) + "\n")
+    return result_record
+
+
+def _command_of(run: Path) -> str:
+    """The command line the zoo saved for a run (``command.txt``) after the interpreter: to recognise a run of ours."""
+    try:
+        return (run / LAB_ENV_ID / "command.txt").read_text(encoding="utf-8").split(" ", 1)[1]
+    except (OSError, IndexError):
+        return ""
+
+
+def _training_seconds(run: Path) -> float:
+    """From the Monitor file's start time to the final model's write: a run's training time when nobody timed it."""
+    monitor = next(run.glob("*.monitor.csv"))
+    started = json.loads(monitor.read_text(encoding="utf-8").splitlines()[0].lstrip("#"))["t_start"]
+    return (run / f"{LAB_ENV_ID}.zip").stat().st_mtime - started
 
 
 def _kept_figures(history: dict[str, Any], which: str) -> dict[str, Any] | None:
