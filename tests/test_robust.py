@@ -241,6 +241,10 @@ def test_benchmark_robust_quick_writes_its_three_files(quick_benchmark: tuple[Pa
     assert table.startswith("| seed | model tested |") and "| 3 | best_model.zip | 2,000 |" in table
     with Image.open(out / "robust_outcomes.png") as image:
         assert image.format == "PNG" and image.width > 300
+    summary = (out / "logs" / "seed_3" / "train.log").read_text()  # what the user saw at the end of training
+    assert "Kept model (" in summary and "; confirmation on 2 new episodes" in summary
+    assert "--load-best -n 1000" in summary and "best_model.zip   # 100 greedy episodes" in summary
+    assert "Landing check" not in summary  # the landing evaluations said it already
 
 
 def test_benchmark_robust_resumes_without_training_again(quick_benchmark: tuple[Path, dict[str, Any]]) -> None:

@@ -257,6 +257,9 @@ def test_one_torch_thread_beside_a_busy_process_with_progress_and_summary(tmp_pa
     assert not any("| rollout/" in line for line in lines)  # the compact line replaces SB3's tables
     assert any(line.startswith("Training finished in ") for line in lines)
     assert any(line.startswith("Not solved:") for line in lines)
+    # the lab's run ends with how its greedy policy lands, and the robust preset when it lands too rarely
+    assert any(line.startswith("Landing check, 20 greedy episodes (seeds 90000-90019") for line in lines)
+    assert any("-conf" in line and "soft_dqn_robust.yml" in line for line in lines)
     model_line = next(line for line in lines if line.startswith("Model: "))
     assert (tmp_path / model_line.removeprefix("Model: ")).is_file()
     assert "-f logs --exp-id 1 --no-render" in result.stdout
