@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).parent.parent / "lunar_sb3"
 
 LAYERS = {
-    0: ("lunar_sb3.soft_dqn", "lunar_sb3.envs", "lunar_sb3.outputs", "lunar_sb3.version"),
+    0: ("lunar_sb3.soft_dqn", "lunar_sb3.envs", "lunar_sb3.outputs", "lunar_sb3.version", "lunar_sb3.private_api"),
     1: ("lunar_sb3.landing", "lunar_sb3.evaluation"),
     2: ("lunar_sb3.callbacks", "lunar_sb3.checkpoints", "lunar_sb3.landing_eval", "lunar_sb3.presets"),
     3: ("lunar_sb3.zoo", "lunar_sb3._autoload"),

@@ -8,6 +8,7 @@ import rl_zoo3.hyperparams_opt
 import rl_zoo3.utils
 
 from lunar_sb3.presets import ALGO_NAME
+from lunar_sb3.private_api import check_required
 from lunar_sb3.soft_dqn import SoftUpdateDQN
 from lunar_sb3.zoo.errors import install_excepthook
 from lunar_sb3.zoo.experiment import install_patches
@@ -31,7 +32,9 @@ __all__ = [
 
 
 def register() -> None:
-    """Make rl-zoo3 know ``soft_dqn`` (idempotent)."""
+    """Make rl-zoo3 know ``soft_dqn`` (idempotent); an rl-zoo3 without what the glue wraps is refused in one line."""
+    check_required("rl_zoo3")
+    check_required("stable_baselines3")
     rl_zoo3.utils.ALGOS[ALGO_NAME] = SoftUpdateDQN
     rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_soft_dqn_params
     rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_soft_dqn_params
