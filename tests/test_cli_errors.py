@@ -11,7 +11,10 @@ no output file (an existing one keeps its content). Runs are built by hand in rl
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib
+import io
 import json
 import os
 import pathlib
@@ -86,7 +89,27 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+CLI_MAINS = {"evaluate": "lunar_sb3.evaluate", "plot": "lunar_sb3.plot", "benchmark": "lunar_sb3.benchmark.cli"}
+
+
 def run(module: str, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m lunar_sb3.<module> ARGS`` in this process: its ``main(argv)``, with stdout, stderr and the exit
+    status as the interpreter would give them (a ``SystemExit`` message goes to stderr with status 1). Argument
+    errors need no new interpreter; :func:`run_process` checks the real ``-m`` entry points."""
+    main = importlib.import_module(CLI_MAINS[module]).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(arg) for arg in args]) or 0
+        except SystemExit as stop:
+            code = stop.code
+            if isinstance(code, str):
+                print(code, file=sys.stderr)
+                code = 1
+    return subprocess.CompletedProcess([module, *args], code or 0, out.getvalue(), err.getvalue())
+
+
+def run_process(module: str, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", f"lunar_sb3.{module}", *map(str, args)],
         cwd=cwd,
@@ -207,7 +230,7 @@ def test_normalized_run_without_statistics_is_refused(files: dict[str, Path], tm
 
 def test_evaluate_run_folder_writes_beside_the_run(files: dict[str, Path], tmp_path: Path) -> None:
     run_folder = copy_logs(files, tmp_path) / "soft_dqn" / f"{ENV_ID}_1"
-    done = run("evaluate", run_folder, "-n", "2", cwd=tmp_path)
+    done = run_process("evaluate", run_folder, "-n", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"{ENV_ID}_1/{ENV_ID}.zip (SoftUpdateDQN) on {ENV_ID}: 2 greedy episodes" in done.stdout
     assert "normalized" not in done.stdout  # run 1 did not normalise
@@ -331,7 +354,7 @@ def test_plot_damaged_monitor_file(files: dict[str, Path], tmp_path: Path) -> No
 
 def test_plot_run_folder_writes_beside_the_run(files: dict[str, Path], tmp_path: Path) -> None:
     logs = copy_logs(files, tmp_path)
-    done = run("plot", logs / "soft_dqn" / f"{ENV_ID}_1", "-w", "2", cwd=tmp_path)
+    done = run_process("plot", logs / "soft_dqn" / f"{ENV_ID}_1", "-w", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     png = logs / "soft_dqn" / f"{ENV_ID}_1" / "learning_curve.png"
     assert done.stdout.strip() == f"wrote {png}"
