@@ -28,7 +28,7 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 CI_TORCH = "2.13.0"
 """The torch CI installs in both environments (an unpinned or older torch would pull GBs of CUDA packages)."""
 LOWER_BOUND_OPERATORS = (">=", "~=", "==")
-TEST_TOOLS = ("pytest", "moviepy")
+TEST_TOOLS = ("pytest", "pytest-xdist", "moviepy")
 """What the core tests need beyond the dependencies (moviepy: rl-zoo3's record_video); not the whole test extra."""
 
 
