@@ -277,12 +277,29 @@ class SoftUpdateDQN(DQN):
     ) -> tuple[int, BaseCallback]:
         # Decided where training starts, since `set_env` may have added a wrapper (e.g. VecNormalize) since setup
         self._fast_trainer = fast_path.FastTrainer.for_model(self)
+        self.fast_path_compile_seconds = 0.0
+        if self._fast_trainer is not None:
+            self._compile_fast_path()
         why = fast_path.unsupported_reason(self)
         if self.verbose >= 2 or (self.verbose >= 1 and why is not None and self.use_fast_path):
             print(f"SoftUpdateDQN: training on the {'fast path' if why is None else f'general path ({why})'}")
         # Set by the zoo for `-i`: a resumed run keeps counting env steps (rl-zoo3 always resets them)
         reset_num_timesteps = reset_num_timesteps and not getattr(self, "_keep_step_counter", False)
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def _compile_fast_path(self) -> None:
+        """Compile (or load) the fast path's kernels here, before SB3's ``learn`` starts the callbacks' clocks.
+
+        A failure (a Numba or LLVM problem) is not a crash: training falls back to the general path, and
+        ``fast_path_status`` says why. The seconds it took are kept in ``fast_path_compile_seconds``.
+        """
+        if self.verbose >= 1 and not fast_path.FastTrainer.cache_is_warm():
+            print("SoftUpdateDQN: compiling the training step (first run only, ~10 s)...", flush=True)
+        try:
+            self.fast_path_compile_seconds = self._fast_trainer.compile()
+        except Exception as error:  # noqa: BLE001 - whatever Numba raises, the general path can still train
+            fast_path.compile_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            self._fast_trainer = None
 
     @property
     def uses_fast_path(self) -> bool:
@@ -296,7 +313,8 @@ class SoftUpdateDQN(DQN):
         return "fast path" if why is None else f"general path ({why})"
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_fast_trainer", "_polyak_pairs", "_keep_step_counter"]
+        excluded = ["_fast_trainer", "_polyak_pairs", "_keep_step_counter", "fast_path_compile_seconds"]
+        return [*super()._excluded_save_params(), *excluded]
 
     # ------------------------------------------------------------------ exploration
     def _scheduled_exploration_rate(self) -> float:
