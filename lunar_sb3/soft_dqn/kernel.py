@@ -199,10 +199,11 @@ def backward(params: np.ndarray, dims: np.ndarray, activations: list, deltas: li
         weight, _ = weight_and_bias(params, dims, layer)
         weight_grad, bias_grad = weight_and_bias(grads, dims, layer)
         np.dot(delta.T, x, weight_grad)
-        bias_grad[:] = 0.0
-        for b in range(delta.shape[0]):
-            for j in range(delta.shape[1]):
-                bias_grad[j] += delta[b, j]
+        for j in range(delta.shape[1]):  # summed in float64: sixty-odd terms that largely cancel
+            total = 0.0
+            for b in range(delta.shape[0]):
+                total += delta[b, j]
+            bias_grad[j] = total
         if layer > 0:
             np.dot(delta, weight, below)
             for b in range(below.shape[0]):
