@@ -62,6 +62,8 @@ def general_twin(fast: SoftUpdateDQN, env: gym.Env | str, **kwargs) -> SoftUpdat
     """A model on the general path built with ``kwargs``, holding ``fast``'s weights, Adam state and replay memory."""
     plain = quiet(general_path(SoftUpdateDQN("MlpPolicy", env, **kwargs)))
     plain.replay_buffer = copy.deepcopy(fast.replay_buffer)
+    # where training stands (prioritized replay anneals β with the progress)
+    plain.num_timesteps, plain._current_progress_remaining = fast.num_timesteps, fast._current_progress_remaining
     plain.q_net.load_state_dict(fast.q_net.state_dict())
     plain.q_net_target.load_state_dict(fast.q_net_target.state_dict())
     if fast.policy.optimizer.state:
@@ -139,6 +141,14 @@ def assert_same_training_state(model: SoftUpdateDQN, reference: SoftUpdateDQN, r
         assert_close(s_model["exp_avg"], s_reference["exp_avg"], rtol, f"exp_avg of tensor {i}")
         assert_close(s_model["exp_avg_sq"], s_reference["exp_avg_sq"], rtol, f"exp_avg_sq of tensor {i}")
     if isinstance(model.replay_buffer, PrioritizedReplayBuffer):
-        tree, reference_tree = model.replay_buffer.sum_tree, reference.replay_buffer.sum_tree
-        assert_close(tree.leaves, reference_tree.leaves, rtol, "priorities")
-        assert_close(model.replay_buffer.max_priority, reference.replay_buffer.max_priority, rtol, "max priority")
+        assert_same_td_errors(model.replay_buffer, reference.replay_buffer, rtol, "the priorities' |δ|")
+
+
+def assert_same_td_errors(buffer: PrioritizedReplayBuffer, reference: PrioritizedReplayBuffer, rtol: float, what: str):
+    """The |δ| + ε behind every priority p = (|δ| + ε)^α, and the largest seen, within ``rtol``.
+
+    Compared as |δ|, not as p: near δ = 0 the power α < 1 magnifies a last-bit difference in δ without limit.
+    """
+    alpha = buffer.alpha
+    assert_close(buffer.sum_tree.leaves ** (1 / alpha), reference.sum_tree.leaves ** (1 / alpha), rtol, what)
+    assert_close(buffer.max_priority, reference.max_priority, rtol, "the largest |δ| + ε")
