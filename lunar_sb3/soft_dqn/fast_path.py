@@ -243,7 +243,8 @@ class FastTrainer:
                 state[key] = view
         arrays = {name: flat.numpy() for name, flat in flats.items()}
         self.network = kernel.Network(
-            self.dims, arrays["params"], arrays["target"], arrays["exp_avg"], arrays["exp_avg_sq"], arrays["step"]
+            *(self.dims, arrays["params"], arrays["target"], arrays["exp_avg"], arrays["exp_avg_sq"], arrays["step"]),
+            grads=np.empty_like(arrays["params"]),
         )
         # What is_bound compares: the parameters' data pointers, the optimizer's state container, its
         # per-parameter dicts in order, and the tensors in them

@@ -45,12 +45,14 @@ def jit(function: Callable[..., Any]) -> Any:
 
     ``fastmath`` contract and reassoc let LLVM fuse multiply-adds and reorder sums (vectorised reductions):
     the results then match torch's to float32 rounding, never bit for bit, which is what the tests assert.
-    No other fast-math flag: NaN and infinity keep their meaning.
+    No other fast-math flag: NaN and infinity keep their meaning. ``error_model="numpy"``: a float division by
+    zero gives inf or NaN as in NumPy and torch instead of raising, which also lets loops that divide (Adam's)
+    run vectorised.
     """
     if not HAS_NUMBA:
         function.py_func = function
         return function
-    return njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})(function)
+    return njit(cache=True, nogil=True, fastmath={"contract", "reassoc"}, error_model="numpy")(function)
 
 
 _blas_limited = False

@@ -48,7 +48,8 @@ class Minibatches(NamedTuple):
 
 
 class Network(NamedTuple):
-    """Online and target parameters, Adam's moments and per-tensor step counts (all updated in place)."""
+    """Online and target parameters, Adam's moments and per-tensor step counts (all updated in place), and room
+    for the gradient (kept between calls: a fresh array of a 256-256 network's size costs page faults each time)."""
 
     dims: np.ndarray
     params: np.ndarray
@@ -56,6 +57,7 @@ class Network(NamedTuple):
     exp_avg: np.ndarray
     exp_avg_sq: np.ndarray
     steps: np.ndarray
+    grads: np.ndarray
 
 
 class Settings(NamedTuple):
@@ -199,17 +201,16 @@ def backward(params: np.ndarray, dims: np.ndarray, activations: list, deltas: li
         weight, _ = weight_and_bias(params, dims, layer)
         weight_grad, bias_grad = weight_and_bias(grads, dims, layer)
         np.dot(delta.T, x, weight_grad)
-        for j in range(delta.shape[1]):  # summed in float64: sixty-odd terms that largely cancel
-            total = 0.0
-            for b in range(delta.shape[0]):
-                total += delta[b, j]
-            bias_grad[j] = total
+        sums = np.zeros(delta.shape[1])  # in float64: sixty-odd terms that largely cancel
+        for b in range(delta.shape[0]):
+            for j in range(delta.shape[1]):
+                sums[j] += delta[b, j]
+        bias_grad[:] = sums
         if layer > 0:
             np.dot(delta, weight, below)
             for b in range(below.shape[0]):
                 for i in range(below.shape[1]):
-                    if x[b, i] <= 0.0:
-                        below[b, i] = 0.0
+                    below[b, i] = below[b, i] if x[b, i] > 0.0 else np.float32(0.0)
 
 
 @jit
@@ -227,19 +228,20 @@ def clip_and_adam(network: Network, grads: np.ndarray, settings: Settings) -> No
     beta2, one_minus_beta1 = np.float32(settings.beta2), np.float32(1.0 - settings.beta1)
     one_minus_beta2 = np.float32(1.0 - settings.beta2)
     decay, eps = np.float32(settings.weight_decay), np.float32(settings.eps)
-    p, m, v = network.params, network.exp_avg, network.exp_avg_sq
     for t in range(2 * (dims.shape[0] - 1)):
         layer = t // 2
         start = weight_offsets[layer] if t % 2 == 0 else bias_offsets[layer]
-        size = dims[layer + 1] * (dims[layer] if t % 2 == 0 else 1)
+        end = start + dims[layer + 1] * (dims[layer] if t % 2 == 0 else 1)
+        p, m, v = network.params[start:end], network.exp_avg[start:end], network.exp_avg_sq[start:end]
+        g = grads[start:end]
         network.steps[t] += 1
         step = float(network.steps[t])
         step_size = np.float32(settings.lr / (1.0 - settings.beta1**step))  # lr / (1 − β1ᵗ)
         correction2 = np.float32(np.sqrt(1.0 - settings.beta2**step))  # √(1 − β2ᵗ)
-        for d in range(start, start + size):
-            g = grads[d] + decay * p[d]  # L2 weight decay enters the gradient
-            m[d] += one_minus_beta1 * (g - m[d])  # m ← β1·m + (1 − β1)·g
-            v[d] = beta2 * v[d] + one_minus_beta2 * g * g  # v ← β2·v + (1 − β2)·g²
+        for d in range(end - start):
+            gradient = g[d] + decay * p[d]  # L2 weight decay enters the gradient
+            m[d] += one_minus_beta1 * (gradient - m[d])  # m ← β1·m + (1 − β1)·g
+            v[d] = beta2 * v[d] + one_minus_beta2 * gradient * gradient  # v ← β2·v + (1 − β2)·g²
             p[d] -= step_size * m[d] / (np.sqrt(v[d]) / correction2 + eps)  # w ← w − lr·m̂ / (√v̂ + ε)
 
 
@@ -258,7 +260,7 @@ def train_steps(replay: Replay, minibatches: Minibatches, network: Network, sett
     dones = np.empty(batch, np.float32)
     discounts = np.empty(batch, np.float32)
     targets = np.empty(batch, np.float32)
-    grads = np.empty_like(network.params)
+    grads = network.grads
     weighted = minibatches.weights.shape[0] > 0
     loss_sum = 0.0
     for k in range(n_steps):

@@ -80,8 +80,9 @@ class SoftUpdateDQN(DQN):
     :param priority_beta0: β at the start of training, annealed linearly to 1 (full correction) at its end; 0.4
     :param priority_epsilon: ε added to |δ| so that no transition becomes unreachable
     :param max_grad_norm: clip the gradient norm to this value; ``None`` (the lab) does not clip
-    :param use_fast_path: train on the hand-derived fast path where it computes exactly what autograd does
-        (checked at every ``learn``; anything else falls back visibly); ``False`` always uses SB3's loop and autograd
+    :param use_fast_path: train on the compiled fast path where it implements the configuration (the same math as
+        autograd, to float32 rounding; checked at every ``learn``; anything else falls back visibly, see
+        ``fast_path_status``); ``False`` always uses SB3's loop and autograd
     :param stats_window_size: episodes averaged in the rollout logs (100, the lab's "solved" window)
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments for the policy; the default network is SB3's 64-64 ReLU MLP
