@@ -205,7 +205,8 @@ def backward(params: np.ndarray, dims: np.ndarray, activations: list, deltas: li
         for b in range(delta.shape[0]):
             for j in range(delta.shape[1]):
                 sums[j] += delta[b, j]
-        bias_grad[:] = sums
+        for j in range(delta.shape[1]):
+            bias_grad[j] = sums[j]
         if layer > 0:
             np.dot(delta, weight, below)
             for b in range(below.shape[0]):
@@ -317,15 +318,29 @@ def train_steps(replay: Replay, minibatches: Minibatches, network: Network, sett
 
 @jit
 def greedy_actions(params: np.ndarray, dims: np.ndarray, observations: np.ndarray, dueling: bool) -> np.ndarray:
-    """argmax_a Q(s, a) for a few observations (the rollout's exploit step)."""
-    activations = layer_arrays(dims, observations.shape[0])
-    for b in range(observations.shape[0]):
-        for f in range(dims[0]):
-            activations[0][b, f] = observations[b, f]
-    forward(params, dims, activations)
-    q = np.empty((observations.shape[0], dims[-1] - 1 if dueling else dims[-1]), np.float32)
-    q_values(activations[-1], dueling, q)
+    """argmax_a Q(s, a) for a few observations (the rollout's exploit step).
+
+    Row by row with dot products along W's rows: for one to a few observations a BLAS call costs more than it saves.
+    """
+    n_layers = dims.shape[0] - 1
+    weight_offsets, bias_offsets = layer_offsets(dims)
+    x = np.empty(dims.max(), np.float32)
+    y = np.empty(dims.max(), np.float32)
+    q = np.empty((1, dims[-1] - 1 if dueling else dims[-1]), np.float32)
     actions = np.empty(observations.shape[0], np.int64)
     for b in range(observations.shape[0]):
-        actions[b] = argmax(q, b)
+        for f in range(dims[0]):
+            x[f] = observations[b, f]
+        for layer in range(n_layers):
+            n_in, n_out = dims[layer], dims[layer + 1]
+            for j in range(n_out):
+                start = weight_offsets[layer] + j * n_in
+                row = params[start : start + n_in]  # W_l[j, :]
+                total = params[bias_offsets[layer] + j]
+                for i in range(n_in):
+                    total += row[i] * x[i]
+                y[j] = max(total, np.float32(0.0)) if layer < n_layers - 1 else total
+            x, y = y, x
+        q_values(x[: dims[-1]].reshape((1, dims[-1])), dueling, q)
+        actions[b] = argmax(q, 0)
     return actions

@@ -275,9 +275,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def give_max_priority(self, row: int) -> None:
         """Set the ``n_envs`` slots of ``row`` to the largest priority seen so far (what every new row gets)."""
-        leaves = np.arange(row * self.n_envs, (row + 1) * self.n_envs, dtype=np.int64)
+        tree = self.sum_tree
+        nodes = np.arange(row * self.n_envs, (row + 1) * self.n_envs, dtype=np.int64) + tree.capacity
         priorities = np.full(self.n_envs, self.max_priority**self.alpha)
-        self.sum_tree.update(leaves, priorities, use_numba=self.use_numba)
+        # (SumTree.update without its range check: a row's slots are leaves by construction; the lean rollout
+        # calls this after every env step)
+        _kernel(update, self.use_numba)(tree.tree, nodes, priorities, tree.depth)
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> PrioritizedReplayBufferSamples:  # type: ignore[override]
         """Stratified proportional sampling: one draw in each of ``batch_size`` equal slices of [0, total)."""
