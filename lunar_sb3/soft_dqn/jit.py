@@ -47,7 +47,8 @@ def jit(function: Callable[..., Any]) -> Any:
     the results then match torch's to float32 rounding, never bit for bit, which is what the tests assert.
     No other fast-math flag: NaN and infinity keep their meaning. ``error_model="numpy"``: a float division by
     zero gives inf or NaN as in NumPy and torch instead of raising, which also lets loops that divide (Adam's)
-    run vectorised.
+    run vectorised. Numba's disk cache is keyed on the decorated function's source file, not on these options:
+    after changing them, delete ``lunar_sb3/soft_dqn/__pycache__/*.nbi`` (or the ``NUMBA_CACHE_DIR``).
     """
     if not HAS_NUMBA:
         function.py_func = function
