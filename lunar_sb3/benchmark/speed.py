@@ -10,11 +10,16 @@ import tempfile
 import time
 
 import gymnasium as gym
+import numpy as np
 import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
 from tqdm import tqdm
 
 from lunar_sb3.benchmark.agents import LABELS, SB3_LAB, agent_kwargs, make_lab_env
 from lunar_sb3.envs import LAB_ENV_ID
+from lunar_sb3.soft_dqn.jit import HAS_NUMBA
+from lunar_sb3.soft_dqn.prioritized import PrioritizedReplayBuffer
 
 
 def throughput_run(agent: str, steps: int, seed: int = 0, threads: int = 1, paths: dict | None = None) -> float:
@@ -169,3 +174,65 @@ def run_zoo(args: argparse.Namespace) -> None:
     for algo, values in rates.items():
         print(f"  --algo {algo:<9} {statistics.median(values):8.0f}   rounds: {', '.join(f'{v:.0f}' for v in values)}")
     print(f"  ratio soft_dqn ÷ dqn: {statistics.median(rates['soft_dqn']) / statistics.median(rates['dqn']):.2f}×")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prioritized replay's cost per minibatch
+# ---------------------------------------------------------------------------------------------------------------
+def _filled_buffers(buffer_size: int, use_numba: bool, seed: int = 0) -> tuple[ReplayBuffer, PrioritizedReplayBuffer]:
+    """A uniform and a prioritized buffer with LunarLander's spaces, full of random data and priorities."""
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(8,), dtype=np.float32)
+    action_space = spaces.Discrete(4)
+    rng = np.random.default_rng(seed)
+    uniform = ReplayBuffer(buffer_size, observation_space, action_space, device="cpu")
+    prioritized = PrioritizedReplayBuffer(buffer_size, observation_space, action_space, device="cpu")
+    for buffer in (uniform, prioritized):
+        buffer.observations[:] = rng.standard_normal(buffer.observations.shape, dtype=np.float32)
+        buffer.next_observations[:] = rng.standard_normal(buffer.next_observations.shape, dtype=np.float32)
+        buffer.actions[:] = rng.integers(0, 4, size=buffer.actions.shape)
+        buffer.rewards[:] = rng.standard_normal(buffer.rewards.shape, dtype=np.float32)
+        buffer.full = True
+    prioritized.sum_tree.rebuild((np.abs(rng.standard_normal(buffer_size)) + 1e-6) ** prioritized.alpha)
+    prioritized.max_priority = 5.0
+    prioritized.use_numba = use_numba
+    return uniform, prioritized
+
+
+def prioritized_overhead(
+    buffer_size: int = 1_000_000, batch_size: int = 64, rounds: int = 7, calls: int = 500
+) -> dict[str, float]:
+    """Microseconds per minibatch: SB3's uniform ``sample`` vs prioritized ``sample`` + ``update_priorities``.
+
+    Measured side by side, interleaved in rounds, and the median round is reported, so that load from
+    other processes affects both alike. Keys: ``uniform_us``, ``python_us``, ``python_overhead_us`` and, when
+    Numba is available, ``numba_us``, ``numba_overhead_us``.
+    """
+    uniform, prioritized = _filled_buffers(buffer_size, use_numba=False)
+    variants = {"uniform": None, "python": False}
+    if HAS_NUMBA:
+        variants["numba"] = True
+    td_errors = np.random.default_rng(1).standard_normal(batch_size)
+
+    def run(use_numba: bool | None) -> float:
+        start = time.perf_counter()
+        if use_numba is None:
+            for _ in range(calls):
+                uniform.sample(batch_size)
+        else:
+            prioritized.use_numba = use_numba
+            for _ in range(calls):
+                samples = prioritized.sample(batch_size)
+                prioritized.update_priorities(samples.indices, td_errors)
+        return (time.perf_counter() - start) / calls * 1e6
+
+    for use_numba in variants.values():  # warm-up: compile, fault in pages
+        run(use_numba)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, use_numba in variants.items():
+            times[name].append(run(use_numba))
+    result = {f"{name}_us": float(np.median(values)) for name, values in times.items()}
+    for name in variants:
+        if name != "uniform":
+            result[f"{name}_overhead_us"] = result[f"{name}_us"] - result["uniform_us"]
+    return result

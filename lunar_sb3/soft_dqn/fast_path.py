@@ -1,31 +1,22 @@
-"""Fast training path of SoftUpdateDQN: the same numbers as the autograd path, without framework overhead.
+"""Fast training path of SoftUpdateDQN: the whole gradient step as one compiled call, or SB3's general path.
 
 For a 64-64 MLP and a minibatch of 64, per-operator overhead, not arithmetic, decides the cost of a gradient
-step: autograd records and replays a graph and ``Optimizer.step`` runs hooks and checks around one kernel.
-For what the lab uses (a stack of Linear/ReLU layers, an MSE or Huber loss, Adam) the whole gradient step is
-one Numba-compiled call (:mod:`lunar_sb3.soft_dqn.compiled`) that sums in torch's own orders; without Numba
-(or with ``LUNAR_SB3_NUMBA=0``) the backward pass is written out by hand with the kernels autograd itself would
-run and Adam runs as the single fused kernel that ``Adam(fused=True)`` calls. Either way results agree with
-autograd to float rounding or better (ReLU and argmax decisions are then taken identically, which keeps the
-two paths together over long runs). Action selection, where a handful of observations meet the network, runs
-compiled (or in NumPy) on the same weights: a few microseconds instead of tens. The replay memory is sampled
-with the same random calls as the buffer's own ``sample``, so a seeded run trains on the same minibatches either
-way.
+step. For what the lab uses (a stack of Linear/ReLU layers, optionally with a dueling head, an MSE or Huber
+loss, Adam) the whole step — gather, TD target, forward, hand-derived backward, clipping, Adam — is one call of
+:func:`lunar_sb3.soft_dqn.kernel.train_steps`, and the greedy action of the rollout another. Results equal
+autograd's to float32 rounding, not bit for bit (see ``docs/speed.md``). Replay is sampled with the same random
+calls as the buffer's own ``sample``, so a seeded run trains on the same minibatches either way. Prioritized
+replay draws from the buffer's sum tree, weights the loss by its importance-sampling weights and hands the TD
+errors back to ``update_priorities``, one gradient step per call (the next draw depends on the new priorities).
 
-Rainbow-lite's replay runs here too. N-step returns (``NStepReplayBuffer``): the kernel gathers each sample's
-n-step return, discount and bootstrap state as SB3's ``_get_samples`` computes them. Prioritized replay
-(``PrioritizedReplayBuffer``, alone or with n-step returns): the minibatch is drawn from the buffer's sum tree with
-its random calls, the loss is weighted by the importance-sampling weights, and the TD errors of the step go back
-to ``update_priorities``, one gradient step per kernel call (the next draw depends on the new priorities).
-Dueling networks (``DuelingDQNPolicy``): the stack's last layer holds the value and advantage heads, and the
-kernel combines them into Q = V + A − mean A and back-propagates through that combination as autograd does.
-
-The fast path is an allow-list (:func:`unsupported_reason`): it runs only for configurations it implements
-exactly, checked at every ``learn``; anything else (custom features extractors, other buffers, optimizers or
-optimizer options, ``VecNormalize``, non-CPU devices, a torch without the private kernels used here) trains on
-the general path; ``model.uses_fast_path`` says which, ``use_fast_path=False`` forces the general path.
+The fast path is an allow-list (:func:`unsupported_reason`): it runs only for configurations it implements,
+checked at every ``learn``; anything else (custom features extractors, other buffers, optimizers or optimizer
+options, ``VecNormalize``, non-CPU devices, no Numba, ``LUNAR_SB3_NUMBA=0``, a kernel that failed to compile)
+trains on SB3's rollout loop and autograd, and ``model.fast_path_status`` says why.
 """
 
+import os
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,29 +28,28 @@ from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
-from lunar_sb3.soft_dqn import compiled
+from lunar_sb3.soft_dqn import jit, kernel
 from lunar_sb3.soft_dqn.policies import DuelingDQNPolicy, DuelingQNetwork
 from lunar_sb3.soft_dqn.prioritized import PrioritizedNStepReplayBuffer, PrioritizedReplayBuffer
 
 if TYPE_CHECKING:
     from lunar_sb3.soft_dqn.soft_dqn import SoftUpdateDQN
 
-
-# Private torch entry points used below; each can vanish in a release, so each is checked before it is relied on
+# Private torch entry points used by the general path's helpers, each checked before it is relied on:
+# ``Adam(fused=True)`` (SoftUpdateDQN's default optimizer on the CPU) and the one-call Polyak update
 HAS_FUSED_ADAM = hasattr(th, "_fused_adam_")
-HAS_FOREACH = all(hasattr(th, name) for name in ("_foreach_lerp_", "_foreach_add_", "_foreach_norm", "_foreach_mul_"))
-HAS_THRESHOLD_BACKWARD = hasattr(th.ops.aten, "threshold_backward")
+HAS_FOREACH = hasattr(th, "_foreach_lerp_")
 
-# Adam's options and the values the fused kernel call in FastTrainer._adam_step implements. "lr", "betas", "eps"
-# and "weight_decay" are passed to the kernel as they are; "foreach" is irrelevant once "fused" is set. Any other
-# key (a newer torch's option) or value sends training to the general path.
+# Adam's options and the values the kernel implements (torch.optim.Adam's update with L2 weight decay); "lr",
+# "betas", "eps" and "weight_decay" are passed as they are, "fused" and "foreach" only choose torch's code for
+# the same update. Any other key (a newer torch's option) or value sends training to the general path.
 ADAM_OPTIONS_IMPLEMENTED = {
     "amsgrad": (False,),
     "maximize": (False,),
     "capturable": (False,),
     "differentiable": (False,),
     "decoupled_weight_decay": (False,),
-    "fused": (True,),
+    "fused": (None, False, True),
     "foreach": (None, False, True),
 }
 ADAM_OPTIONS_PASSED = {"params", "lr", "betas", "eps", "weight_decay", "initial_lr"}
@@ -68,6 +58,8 @@ ADAM_OPTIONS_PASSED = {"params", "lr", "betas", "eps", "weight_decay", "initial_
 FAST_REPLAY_BUFFERS = (ReplayBuffer, NStepReplayBuffer, PrioritizedReplayBuffer, PrioritizedNStepReplayBuffer)
 # The policies the fast path trains, by exact type, and the network class each must hold (online and target)
 FAST_NETWORKS = {DQNPolicy: QNetwork, DuelingDQNPolicy: DuelingQNetwork}
+# Set when compiling the kernel failed in this process (a Numba/LLVM problem): every model then falls back
+compile_error: str | None = None
 
 
 def lerp_all(targets: list[th.Tensor], sources: list[th.Tensor], weight: float) -> None:
@@ -79,85 +71,23 @@ def lerp_all(targets: list[th.Tensor], sources: list[th.Tensor], weight: float) 
             target.lerp_(source, weight)
 
 
-class LinearReluStack:
-    """A Linear/ReLU ``nn.Sequential`` with a forward and a hand-written backward pass.
-
-    It holds the module's own parameter tensors (and NumPy views of their memory), which the optimizer,
-    Polyak updates and ``load_state_dict`` all modify in place, so it never goes stale. ``dueling``: the last
-    layer outputs [V, A] and Q = V + A − mean A (``DuelingQNetwork``).
-    """
-
-    def __init__(self, sequential: nn.Sequential, dueling: bool = False) -> None:
-        self.dueling = dueling
-        linears = [layer for layer in sequential if isinstance(layer, nn.Linear)]
-        self.weights = [layer.weight.detach() for layer in linears]
-        self.biases = [layer.bias.detach() for layer in linears]
-        self.np_weights = [weight.numpy() for weight in self.weights]
-        self.np_biases = [bias.numpy() for bias in self.biases]
-
-    @staticmethod
-    def supports(sequential: nn.Module) -> bool:
-        layers = list(sequential) if isinstance(sequential, nn.Sequential) else []
-        pattern_ok = len(layers) % 2 == 1 and all(
-            isinstance(layer, nn.Linear if i % 2 == 0 else nn.ReLU) for i, layer in enumerate(layers)
-        )
-        return pattern_ok and all(layer.bias is not None for layer in layers[::2])
-
-    def forward(self, x: th.Tensor) -> tuple[th.Tensor, list[th.Tensor]]:
-        """Q-values and the input of every Linear layer (what :meth:`backward` needs)."""
-        inputs = []
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            inputs.append(x)
-            x = th.addmm(bias, x, weight.t())  # x·Wᵀ + b, the kernel nn.Linear runs
-            if i < last:
-                x = th.relu(x)
-        if self.dueling:  # as DuelingQNetwork.forward
-            value, advantages = x[:, :1], x[:, 1:]
-            x = value + advantages - advantages.mean(dim=1, keepdim=True)
-        return x, inputs
-
-    def backward(self, inputs: list[th.Tensor], grad_output: th.Tensor) -> list[th.Tensor]:
-        """Gradients of the loss w.r.t. [W1, b1, W2, b2, ...] given ∂loss/∂Q (chain rule, layer by layer)."""
-        grads: list[th.Tensor] = []
-        grad = grad_output
-        if self.dueling:  # back through Q = V + A − mean A, as autograd does it
-            grad_sum = grad.sum(dim=1, keepdim=True)
-            grad = th.cat([grad_sum, grad + (-grad).sum(dim=1, keepdim=True) / grad.shape[1]], dim=1)
-        for i in range(len(self.weights) - 1, -1, -1):
-            layer_input = inputs[i]
-            grads[:0] = [grad.t().mm(layer_input), grad.sum(dim=0)]  # ∂L/∂W = δᵀ·a, ∂L/∂b = Σ δ
-            if i > 0:
-                # δ of the layer below: back through W, then through the ReLU that produced a (zero where a = 0);
-                # threshold_backward is the kernel of ReLU's own backward
-                grad = th.ops.aten.threshold_backward(grad.mm(self.weights[i]), layer_input, 0)
-        return grads
-
-    def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
-        """argmax_a Q(s, a) for a batch of observations, in NumPy."""
-        x = np.asarray(observations, dtype=np.float32)
-        last = len(self.np_weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.np_weights, self.np_biases, strict=True)):
-            x = x @ weight.T + bias
-            if i < last:
-                np.maximum(x, 0, out=x)
-        if self.dueling:
-            x = x[:, :1] + x[:, 1:] - x[:, 1:].mean(axis=1, keepdims=True)
-        return x.argmax(axis=1)
+def is_linear_relu_stack(sequential: nn.Module) -> bool:
+    """Linear, ReLU, Linear, ..., Linear, every Linear with a bias: what the kernel computes."""
+    layers = list(sequential) if isinstance(sequential, nn.Sequential) else []
+    pattern_ok = len(layers) % 2 == 1 and all(
+        type(layer) is (nn.Linear if i % 2 == 0 else nn.ReLU) for i, layer in enumerate(layers)
+    )
+    return pattern_ok and all(layer.bias is not None for layer in layers[::2])
 
 
-def clip_grad_norm(grads: list[th.Tensor], max_norm: float) -> None:
-    """Scale ``grads`` in place as ``torch.nn.utils.clip_grad_norm_`` scales ``param.grad``."""
-    total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(grads)))
-    th._foreach_mul_(grads, (max_norm / (total_norm + 1e-6)).clamp(max=1.0))
+def linear_parameters(sequential: nn.Module) -> list[nn.Parameter]:
+    """[W0, b0, W1, b1, ...] of a Linear/ReLU stack: the layout of the kernel's flat arrays."""
+    return [p for layer in sequential if isinstance(layer, nn.Linear) for p in (layer.weight, layer.bias)]
 
 
-def _is_vector_space(space: spaces.Space) -> bool:
-    return isinstance(space, spaces.Box) and len(space.shape) == 1
-
-
-def _optimizer_reason(optimizer: th.optim.Optimizer) -> str | None:
-    """Why this optimizer's step differs from the fused Adam kernel call, or None."""
+def _optimizer_reason(model: "SoftUpdateDQN") -> str | None:
+    """Why the optimizer's step differs from the kernel's Adam, or None."""
+    optimizer = model.policy.optimizer
     if type(optimizer) is not th.optim.Adam:
         return f"the optimizer {type(optimizer).__name__} (the fast path implements Adam)"
     if len(optimizer.param_groups) != 1:
@@ -172,38 +102,13 @@ def _optimizer_reason(optimizer: th.optim.Optimizer) -> str | None:
         return "a tensor learning rate"
     if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
         return "optimizer step hooks"
+    if [id(p) for p in group["params"]] != [id(p) for p in linear_parameters(model.policy.q_net.q_net)]:
+        return "an optimizer whose parameters are not exactly the Q-network's"
     return None
 
 
-def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
-    """Why ``model`` must train on the general path, or None if the fast path implements it exactly."""
-    if not getattr(model, "use_fast_path", True):
-        return "use_fast_path=False"
-    if not (HAS_FUSED_ADAM and HAS_FOREACH and HAS_THRESHOLD_BACKWARD):
-        return f"this torch {th.__version__} lacks the private kernels the fast path calls"
-    q_net = model.policy.q_net
-    buffer = model.replay_buffer
-    checks = [
-        (model.device.type == "cpu", f"the device {model.device}"),
-        (_is_vector_space(model.observation_space), "a non-vector observation space"),
-        (isinstance(model.action_space, spaces.Discrete) and model.action_space.start == 0, "a shifted action space"),
-        (type(q_net.features_extractor) is FlattenExtractor, "a custom features extractor"),
-        (type(buffer) in FAST_REPLAY_BUFFERS, f"the replay buffer {type(buffer).__name__}"),
-        (not model.optimize_memory_usage, "optimize_memory_usage=True"),
-        # NStepReplayBuffer's discounts are float32 only for a Python float γ (a NumPy float64 makes them float64)
-        (not isinstance(buffer, NStepReplayBuffer) or type(buffer.gamma) in (float, int), "a non-Python-float γ"),
-        (model._vec_normalize_env is None, "VecNormalize (the buffer is sampled through its normalisation)"),
-        (model.train_freq.unit == TrainFrequencyUnit.STEP, "train_freq counted in episodes"),
-        (all(p.dtype == th.float32 for p in model.policy.parameters()), "non-float32 weights"),
-    ]
-    for ok, what in checks:
-        if not ok:
-            return what
-    return _network_reason(model) or _optimizer_reason(model.policy.optimizer)
-
-
 def _network_reason(model: "SoftUpdateDQN") -> str | None:
-    """Why the Q-network or the target network is not what the fast path computes, or None.
+    """Why the Q-network or the target network is not what the kernel computes, or None.
 
     Both must be Linear/ReLU stacks of the policy's own network class, shaped alike, whose last layer has one
     output per action (a dueling network: one more, V).
@@ -216,7 +121,9 @@ def _network_reason(model: "SoftUpdateDQN") -> str | None:
     for network in networks:
         if type(network) is not network_class:
             return f"the Q-network {type(network).__name__} in a {type(policy).__name__}"
-        if not LinearReluStack.supports(getattr(network, "q_net", None)):
+        if type(network.features_extractor) is not FlattenExtractor:
+            return "a custom features extractor"
+        if not is_linear_relu_stack(getattr(network, "q_net", None)):
             return "a network that is not a Linear/ReLU stack"
     online, target = ([tuple(p.shape) for p in network.parameters()] for network in networks)
     if online != target:
@@ -227,32 +134,228 @@ def _network_reason(model: "SoftUpdateDQN") -> str | None:
     return None
 
 
+def unsupported_reason(model: "SoftUpdateDQN") -> str | None:
+    """Why ``model`` must train on the general path, or None if the fast path implements it."""
+    if not getattr(model, "use_fast_path", True):
+        return "use_fast_path=False"
+    numba_off = jit.disabled_reason()
+    if numba_off is not None:
+        return numba_off
+    if compile_error is not None:
+        return f"the compiled training step failed to build ({compile_error})"
+    buffer, observations = model.replay_buffer, model.observation_space
+    checks = [
+        (model.device.type == "cpu", f"the device {model.device}"),
+        (isinstance(observations, spaces.Box) and len(observations.shape) == 1, "a non-vector observation space"),
+        (isinstance(model.action_space, spaces.Discrete) and model.action_space.start == 0, "a shifted action space"),
+        (type(buffer) in FAST_REPLAY_BUFFERS, f"the replay buffer {type(buffer).__name__}"),
+        (not model.optimize_memory_usage, "optimize_memory_usage=True"),
+        (buffer.actions.ndim == 3 and buffer.actions.shape[2] == 1, "actions stored with more than one component"),
+        (model._vec_normalize_env is None, "VecNormalize (the buffer is sampled through its normalisation)"),
+        (model.train_freq.unit == TrainFrequencyUnit.STEP, "train_freq counted in episodes"),
+        (all(p.dtype == th.float32 for p in model.policy.parameters()), "non-float32 weights"),
+    ]  # fmt: skip
+    for ok, what in checks:
+        if not ok:
+            return what
+    return _network_reason(model) or _optimizer_reason(model)
+
+
+def _flat_buffer(tensors: list[th.Tensor]) -> tuple[th.Tensor, list[th.Tensor]]:
+    """A flat float32 buffer holding ``tensors`` one after the other, and the views of it shaped like them.
+
+    If the tensors already are exactly such views (a previous binding), their buffer is returned and nothing
+    moves; otherwise a new buffer gets their values and the caller must put the returned views in their place.
+    """
+    first = tensors[0].detach()
+    total = sum(t.numel() for t in tensors)
+    storage = first.untyped_storage()
+    consecutive, offset = first.dtype == th.float32 and storage.nbytes() == 4 * total, 0
+    for tensor in tensors:
+        consecutive = (
+            consecutive
+            and tensor.dtype == th.float32
+            and tensor.is_contiguous()
+            and tensor.untyped_storage().data_ptr() == storage.data_ptr()
+            and tensor.storage_offset() == offset
+        )
+        offset += tensor.numel()
+    if consecutive:
+        return first.as_strided((total,), (1,), 0), tensors
+    flat = th.cat([t.detach().reshape(-1).to(th.float32) for t in tensors])
+    views, offset = [], 0
+    for tensor in tensors:
+        views.append(flat[offset : offset + tensor.numel()].view(tensor.shape))
+        offset += tensor.numel()
+    return flat, views
+
+
 class FastTrainer:
-    """Gradient steps with hand-derived gradients; numerically equal to ``SoftUpdateDQN._train_general``."""
+    """Gradient steps and greedy actions through the kernel, on flat arrays that the model's own tensors view.
+
+    Binding makes the online and the target network's parameters views of one flat float32 buffer each
+    (``param.data = flat[a:b].view_as(param)``: the Parameter objects, which the optimizer and the user hold, stay
+    the same) and Adam's ``exp_avg``, ``exp_avg_sq`` and ``step`` tensors views of three more, placed in the
+    optimizer's state as torch's first ``step()`` would create them. The kernel then updates the very memory that
+    ``state_dict()``, ``save`` and the general path use; nothing is copied per call. ``load_state_dict`` or
+    ``param.data = ...`` replace tensors: :meth:`ensure_bound`, before every call, notices (about a microsecond)
+    and binds again, keeping the current values.
+    """
 
     def __init__(self, model: "SoftUpdateDQN") -> None:
         self.model = model
-        # Bound first: binding may make the parameters views of a flat buffer, which the NumPy views below must see
-        self.compiled = compiled.CompiledTrainer.for_model(model)
-        self._view_parameters()
-
-    def _view_parameters(self) -> None:
-        model = self.model
-        dueling = isinstance(model.policy.q_net, DuelingQNetwork)
-        self.q_net = LinearReluStack(model.policy.q_net.q_net, dueling)
-        self.q_net_target = LinearReluStack(model.policy.q_net_target.q_net, dueling)
-        self.parameters = list(model.policy.q_net.parameters())
+        self._discounts: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.bind()
 
     @classmethod
     def for_model(cls, model: "SoftUpdateDQN") -> "FastTrainer | None":
         return cls(model) if unsupported_reason(model) is None else None
 
-    @property
-    def gradient_step(self) -> str:
-        """How a gradient step is computed: ``"compiled"`` (Numba) or ``"torch"`` (and, if so, why)."""
-        if self.compiled is not None:
-            return "compiled"
-        return f"torch ({compiled.CompiledTrainer.unsupported_reason(self.model)})"
+    def bind(self) -> None:
+        """(Re-)establish the flat buffers and the views of them; values are kept."""
+        model = self.model
+        optimizer = model.policy.optimizer
+        online = linear_parameters(model.policy.q_net.q_net)
+        target = linear_parameters(model.policy.q_net_target.q_net)
+        linears = [layer for layer in model.policy.q_net.q_net if isinstance(layer, nn.Linear)]
+        self.dims = np.array([linears[0].in_features] + [layer.out_features for layer in linears], dtype=np.int64)
+        self.dueling = isinstance(model.policy.q_net, DuelingQNetwork)
+        flats = {}
+        for name, params in (("params", online), ("target", target)):
+            flats[name], views = _flat_buffer(params)
+            for param, view in zip(params, views, strict=True):
+                if view is not param:
+                    param.data = view
+        # The soft update lerps these aliases: one flat pair instead of one pair per tensor
+        model._polyak_pairs = ([flats["params"]], [flats["target"]])
+        states = []
+        for param in online:
+            state = optimizer.state[param]
+            if not {"step", "exp_avg", "exp_avg_sq"} <= state.keys():  # what Adam's first step creates
+                state.clear()
+                state["step"] = th.zeros((), dtype=th.float32)
+                state["exp_avg"] = th.zeros_like(param, memory_format=th.preserve_format)
+                state["exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
+            states.append(state)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            flats[key], views = _flat_buffer([state[key] for state in states])
+            for state, view in zip(states, views, strict=True):
+                state[key] = view
+        arrays = {name: flat.numpy() for name, flat in flats.items()}
+        self.network = kernel.Network(
+            *(self.dims, arrays["params"], arrays["target"], arrays["exp_avg"], arrays["exp_avg_sq"], arrays["step"]),
+            grads=np.empty_like(arrays["params"]),
+        )
+        # What is_bound compares: the parameters' data pointers, the optimizer's state container, its
+        # per-parameter dicts in order, and the tensors in them
+        self.optimizer = optimizer
+        self._parameters = online + target
+        self._pointers = [p.data_ptr() for p in self._parameters]
+        self._state = optimizer.state
+        self._state_dicts = states
+        self._state_tensors = [(s["exp_avg"], s["exp_avg_sq"], s["step"]) for s in states]
+
+    def is_bound(self) -> bool:
+        """Whether the model and its optimizer still hold exactly the bound tensors."""
+        optimizer = self.model.policy.optimizer
+        if optimizer is not self.optimizer or optimizer.state is not self._state:
+            return False  # e.g. optimizer.load_state_dict, which replaces the state container
+        if any(p.data_ptr() != pointer for p, pointer in zip(self._parameters, self._pointers, strict=True)):
+            return False  # e.g. param.data = ..., or module.to() with a copy
+        if len(self._state) != len(self._state_dicts):
+            return False
+        for state, bound, (exp_avg, exp_avg_sq, step) in zip(
+            self._state.values(), self._state_dicts, self._state_tensors, strict=False
+        ):
+            if state is not bound or state.get("exp_avg") is not exp_avg or state.get("exp_avg_sq") is not exp_avg_sq:
+                return False
+            if state.get("step") is not step:
+                return False
+        return True
+
+    def ensure_bound(self) -> None:
+        """Bind again if any bound tensor was replaced since."""
+        if not self.is_bound():
+            self.bind()
+
+    # ------------------------------------------------------------------ compiling
+    def compile(self) -> float:
+        """Compile (or load from Numba's cache) the kernels this model will call; returns the seconds it took.
+
+        Each kernel is called once on this model's own arrays with nothing to do, so that exactly the type
+        signatures training uses are built here, before training starts, rather than inside the first step.
+        """
+        start = time.perf_counter()
+        jit.single_threaded_blas()
+        buffer = self.model.replay_buffer
+        empty = np.empty((0, self.model.batch_size), dtype=np.int64)
+        minibatches = kernel.Minibatches(empty, empty, _NO_ARRAY_2D, _NO_ARRAY_2D)
+        kernel.train_steps(self._replay(), minibatches, self.network, self._settings())
+        self.greedy_actions(np.zeros((self.model.n_envs, int(self.dims[0])), dtype=np.float32))
+        if isinstance(buffer, PrioritizedReplayBuffer):
+            buffer.sum_tree.warm_up()
+        return time.perf_counter() - start
+
+    @staticmethod
+    def cache_is_warm() -> bool:
+        """Whether Numba's on-disk cache already holds a compiled training step (then it loads in well under 1 s).
+
+        Read from the cache's index file (a Numba internal), so an unexpected layout counts as "not warm".
+        """
+        try:
+            return os.path.exists(kernel.train_steps._cache._cache_file._index_path)
+        except AttributeError:
+            return False
+
+    # ------------------------------------------------------------------ training
+    def _replay(self) -> kernel.Replay:
+        buffer = self.model.replay_buffer
+        return kernel.Replay(
+            buffer.observations,
+            buffer.actions,
+            buffer.next_observations,
+            buffer.rewards,
+            buffer.dones,
+            buffer.timeouts,
+        )
+
+    def _settings(self) -> kernel.Settings:
+        model, buffer = self.model, self.model.replay_buffer
+        group = self.optimizer.param_groups[0]
+        if isinstance(buffer, NStepReplayBuffer):
+            n_step = int(buffer.n_steps)
+            reward_discounts, target_discounts = self._discount_tables(float(buffer.gamma), n_step)
+            # NStepReplayBuffer treats row pos − 1 (Python's index -1 when pos is 0) as the end of its data
+            last_valid = (buffer.pos - 1) % buffer.buffer_size
+        else:
+            n_step, last_valid = 0, -1
+            reward_discounts = target_discounts = _NO_ARRAY_1D
+        return kernel.Settings(
+            gamma=float(model.gamma),
+            lr=float(group["lr"]),
+            beta1=float(group["betas"][0]),
+            beta2=float(group["betas"][1]),
+            eps=float(group["eps"]),
+            weight_decay=float(group["weight_decay"]),
+            max_grad_norm=-1.0 if model.max_grad_norm is None else float(model.max_grad_norm),
+            huber=model.loss == "huber",
+            double_q=bool(model.double_q),
+            dueling=self.dueling,
+            n_step=n_step,
+            last_valid=int(last_valid),
+            reward_discounts=reward_discounts,
+            target_discounts=target_discounts,
+        )
+
+    def _discount_tables(self, gamma: float, n_step: int) -> tuple[np.ndarray, np.ndarray]:
+        """γᵏ for the rewards (k < n) and for the bootstrap (k ≤ n), as float32 powers like the buffer's."""
+        tables = self._discounts.get((gamma, n_step))
+        if tables is None:
+            tables = self._discounts[(gamma, n_step)] = (
+                np.ascontiguousarray(gamma ** np.arange(n_step, dtype=np.float32), dtype=np.float32),
+                np.ascontiguousarray(gamma ** np.arange(n_step + 1, dtype=np.float32), dtype=np.float32),
+            )
+        return tables
 
     def _draw_indices(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Minibatch positions and env indices, with exactly the random calls of ``ReplayBuffer.sample``."""
@@ -263,10 +366,9 @@ class FastTrainer:
         return batch_inds, env_inds
 
     def sample(self, batch_size: int) -> tuple[th.Tensor, ...]:
-        """A one-step minibatch drawn with exactly the random calls of ``ReplayBuffer.sample`` (plain buffer)."""
+        """(s, a, s′, done, r) of a one-step minibatch drawn with the random calls of ``ReplayBuffer.sample``."""
         buffer = self.model.replay_buffer
         batch_inds, env_inds = self._draw_indices(batch_size)
-        # Only terminations stop bootstrapping; time-limit truncations do not
         dones = buffer.dones[batch_inds, env_inds] * (1 - buffer.timeouts[batch_inds, env_inds])
         return (
             th.from_numpy(buffer.observations[batch_inds, env_inds]).float(),
@@ -277,11 +379,8 @@ class FastTrainer:
         )
 
     def _draw_prioritized(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Leaves and importance-sampling weights as ``PrioritizedReplayBuffer.sample`` computes them.
-
-        The same computations and random calls, so that a seeded run replays the same slots with the same weights
-        on either path; the gather that follows there is the kernel's here.
-        """
+        """Leaves and importance-sampling weights with the computations and random calls of
+        ``PrioritizedReplayBuffer.sample`` (the gather that follows there is the kernel's here)."""
         buffer = self.model.replay_buffer
         if not buffer.sum_tree.tree[1] > 0.0:
             raise ValueError("Cannot sample from an empty PrioritizedReplayBuffer")
@@ -301,149 +400,37 @@ class FastTrainer:
     def train(self, gradient_steps: int, batch_size: int) -> float:
         """Run ``gradient_steps`` steps and return the sum of their losses.
 
-        For prioritized replay, each step also sets the priorities of what it replayed (``update_priorities`` with
-        the step's TD errors, as ``_train_general`` does), since the next step draws from them.
+        Uniform replay: all minibatches are drawn first, in the order SB3 draws them, then one call trains on
+        them. Prioritized replay: one call per step, each followed by ``update_priorities`` with its TD errors.
         """
-        if self.compiled is None:
-            return self._train_torch(gradient_steps, batch_size)
-        if self.compiled.ensure_bound():  # something replaced the bound tensors (e.g. a load): views renewed
-            self._view_parameters()
+        self.ensure_bound()
         buffer = self.model.replay_buffer
+        replay, settings = self._replay(), self._settings()
         if isinstance(buffer, PrioritizedReplayBuffer):
-            # One kernel call per step: the next minibatch is drawn from the priorities this step sets
             loss_sum = 0.0
             td_errors = np.empty((1, batch_size), dtype=np.float32)
             for _ in range(gradient_steps):
                 leaves, weights = self._draw_prioritized(batch_size)
                 rows, envs = np.divmod(leaves, buffer.n_envs)
-                loss_sum += self.compiled.train(
+                minibatch = kernel.Minibatches(
                     rows.reshape(1, -1), envs.reshape(1, -1), weights.reshape(1, -1), td_errors
                 )
+                loss_sum += kernel.train_steps(replay, minibatch, self.network, settings)
                 buffer.update_priorities(leaves, td_errors[0])
             return loss_sum
-        # Uniform replay: all minibatches are drawn first, in the order SB3 draws them; then one compiled call
-        # trains on them (for an n-step buffer the kernel computes the n-step returns of the drawn slots)
-        if gradient_steps == 1:
-            batch_inds, env_inds = (
-                np.asarray(a, dtype=np.int64).reshape(1, -1) for a in self._draw_indices(batch_size)
-            )
-        else:
-            batch_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
-            env_inds = np.empty((gradient_steps, batch_size), dtype=np.int64)
-            for k in range(gradient_steps):
-                batch_inds[k], env_inds[k] = self._draw_indices(batch_size)
-        return self.compiled.train(batch_inds, env_inds)
+        rows = np.empty((gradient_steps, batch_size), dtype=np.int64)
+        envs = np.empty((gradient_steps, batch_size), dtype=np.int64)
+        for k in range(gradient_steps):
+            rows[k], envs[k] = self._draw_indices(batch_size)
+        minibatches = kernel.Minibatches(rows, envs, _NO_ARRAY_2D, _NO_ARRAY_2D)
+        return kernel.train_steps(replay, minibatches, self.network, settings)
 
     def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
-        """argmax_a Q(s, a) for a batch of observations (the rollout's exploit step)."""
-        if self.compiled is not None:
-            return self.compiled.greedy_actions(observations)
-        return self.q_net.greedy_actions(observations)
+        """argmax_a Q(s, a) for a batch of observations (the rollout's exploit step), on the bound weights."""
+        observations = np.asarray(observations, dtype=np.float32)
+        return kernel.greedy_actions(self.network.params, self.dims, observations, self.dueling)
 
-    def _torch_minibatch(self, batch_size: int) -> tuple[th.Tensor | float | np.ndarray | None, ...]:
-        """(s, a, s′, done, r, discount, weights, indices) of one minibatch for the torch step.
 
-        The plain buffer is sampled by :meth:`sample` (SB3's random calls without its copies); the others by their
-        own ``sample``, which computes n-step returns and discounts, or draws by priority with weights and leaves.
-        """
-        buffer = self.model.replay_buffer
-        if type(buffer) is ReplayBuffer:
-            return (*self.sample(batch_size), self.model.gamma, None, None)
-        batch = buffer.sample(batch_size, env=None)
-        discounts = self.model.gamma if batch.discounts is None else batch.discounts
-        weights, indices = getattr(batch, "weights", None), getattr(batch, "indices", None)
-        return (
-            batch.observations,
-            batch.actions.long(),
-            batch.next_observations,
-            batch.dones,
-            batch.rewards,
-            discounts,
-            weights,
-            indices,
-        )
-
-    @th.no_grad()
-    def _train_torch(self, gradient_steps: int, batch_size: int) -> float:
-        """The gradient steps with torch kernels: the path when Numba is missing or switched off."""
-        model = self.model
-        loss_sum = 0.0
-        # MeanBackward's 1/B: the grad 1.0 divided by the count, in float32
-        inverse_batch = th.ones((), dtype=th.float32) / batch_size
-        for _ in range(gradient_steps):
-            obs, actions, next_obs, dones, rewards, discounts, weights, indices = self._torch_minibatch(batch_size)
-            # TD target y = r + γ·max_a′ Q̂(s′, a′)·(1 − done), or Q̂(s′, argmax_a′ Q(s′, a′)) for Double DQN; γ is the
-            # sample's own discount for n-step returns
-            next_q_target, _ = self.q_net_target.forward(next_obs)
-            if model.double_q:
-                next_actions = self.q_net.forward(next_obs)[0].argmax(dim=1, keepdim=True)
-                next_q = next_q_target.gather(1, next_actions)
-            else:
-                next_q = next_q_target.max(dim=1, keepdim=True).values
-            target_q = rewards + (1 - dones) * discounts * next_q
-
-            q_values, inputs = self.q_net.forward(obs)
-            error = q_values.gather(1, actions) - target_q
-            if model.loss == "mse":
-                per_sample = error.square()
-            else:
-                abs_error = error.abs()
-                per_sample = th.where(abs_error < 1, 0.5 * error.square(), abs_error - 0.5)
-            if weights is None:  # ∂ mean(loss) / ∂e, as the mean-reduced losses' backward
-                loss = per_sample.mean()
-                if model.loss == "mse":
-                    grad_error = error * (2.0 / batch_size)
-                else:
-                    grad_error = error.clamp(-1.0, 1.0) / batch_size
-            else:  # ∂ mean(w·loss) / ∂e: the unreduced losses' backward with grad_output g = w/B
-                loss = (weights * per_sample).mean()
-                g = weights * inverse_batch
-                if model.loss == "mse":
-                    grad_error = (2.0 * error) * g
-                else:
-                    grad_error = th.where(error <= -1.0, -g, th.where(error >= 1.0, g, error * g))
-            grad_q = th.zeros_like(q_values).scatter_(1, actions, grad_error)  # only Q(s, a) enters the loss
-
-            grads = self.q_net.backward(inputs, grad_q)
-            if model.max_grad_norm is not None:
-                clip_grad_norm(grads, model.max_grad_norm)
-            self._adam_step(model.policy.optimizer, grads)
-            if indices is not None:  # new priority |δ| + ε for what was replayed, δ from before the step
-                model.replay_buffer.update_priorities(indices, error)
-            loss_sum += float(loss)
-        return loss_sum
-
-    def _adam_step(self, optimizer: th.optim.Optimizer, grads: list[th.Tensor]) -> None:
-        """Adam's update through the fused kernel that ``Adam(fused=True).step()`` calls.
-
-        ``Optimizer.step`` spends most of its time on hooks, profiling and grouping checks for six tiny
-        tensors; the arithmetic is one kernel call. The first step (which creates the state) and any Adam
-        option the kernel call below does not pass go through ``optimizer.step()`` itself.
-        """
-        group = optimizer.param_groups[0]
-        states = [optimizer.state.get(param) for param in self.parameters]
-        plain_fused_adam = group["fused"] and not (
-            group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
-        )
-        if not plain_fused_adam or len(optimizer.param_groups) > 1 or not all(states):
-            for param, grad in zip(self.parameters, grads, strict=True):
-                param.grad = grad
-            optimizer.step()
-            return
-        steps = [state["step"] for state in states]
-        th._foreach_add_(steps, 1)
-        th._fused_adam_(
-            self.parameters,
-            grads,
-            [state["exp_avg"] for state in states],
-            [state["exp_avg_sq"] for state in states],
-            [],
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=group["betas"][0],
-            beta2=group["betas"][1],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
+# Stand-ins for the kernel's optional arrays (no discount tables, no weights, no TD errors wanted)
+_NO_ARRAY_1D = np.empty(0, dtype=np.float32)
+_NO_ARRAY_2D = np.empty((0, 0), dtype=np.float32)

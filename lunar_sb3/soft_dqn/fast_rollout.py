@@ -8,9 +8,8 @@ vec-env step, ``False`` stops training) and the Monitor statistics and logs. Wha
 
 Transitions are written into the buffer's arrays as ``ReplayBuffer.add`` writes them (``NStepReplayBuffer`` adds
 nothing to that: its n-step returns are computed when sampling). ``PrioritizedReplayBuffer.add`` also gives the new
-row the largest priority seen so far, so that it is replayed soon; that is done here too, leaving the same sum tree
-(with Numba in one compiled call, else with the buffer's own ``sum_tree.update``): without it the new transitions
-would keep priority 0 and never be sampled.
+row the largest priority seen so far, so that it is replayed soon; that is done here with the buffer's own
+``give_max_priority``: without it the new transitions would keep priority 0 and never be sampled.
 """
 
 from typing import TYPE_CHECKING
@@ -21,7 +20,6 @@ from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq, Trai
 from stable_baselines3.common.utils import should_collect_more_steps
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from lunar_sb3.soft_dqn import compiled
 from lunar_sb3.soft_dqn.prioritized import PrioritizedReplayBuffer
 
 if TYPE_CHECKING:
@@ -84,7 +82,6 @@ def collect_rollouts(
     buffer = model.replay_buffer
     n_envs = env.num_envs
     prioritized = isinstance(buffer, PrioritizedReplayBuffer)
-    compiled_upkeep = prioritized and model._fast_trainer.compiled is not None  # Numba is in use
     num_collected_steps, num_collected_episodes = 0, 0
     # What callbacks see: the names and values of SB3's rollout locals, so a callback written for DQN works here
     rollout_locals = dict(
@@ -143,12 +140,7 @@ def collect_rollouts(
         if buffer.handle_timeout_termination:
             buffer.timeouts[pos] = timeouts
         if prioritized:  # what PrioritizedReplayBuffer.add does after storing the row: max priority for its slots
-            if compiled_upkeep:  # the same tree in one compiled call instead of a dozen NumPy ones
-                tree = buffer.sum_tree
-                priority = buffer.max_priority**buffer.alpha
-                compiled.set_leaves(tree.tree, tree.capacity, tree.depth, pos * n_envs, n_envs, priority)
-            else:
-                buffer.give_max_priority(pos)
+            buffer.give_max_priority(pos)
         buffer.pos += 1
         if buffer.pos == buffer.buffer_size:
             buffer.full, buffer.pos = True, 0

@@ -12,15 +12,13 @@ exactly SB3's.
 
 The sum tree holds p^α for the ``buffer_size * n_envs`` slots, slot (pos, env) at leaf ``pos * n_envs + env``.
 Every parent is recomputed as the float sum of its two children (never updated by adding a difference), so
-no rounding error accumulates over millions of updates. Sampling descends the tree for the whole minibatch
-at once, one tree level per step: in compiled code when Numba is importable (``LUNAR_SB3_NUMBA=0`` switches
-it off), otherwise in NumPy; both give identical results.
+no rounding error accumulates over millions of updates. The tree's kernels are one set of loops, compiled by
+Numba when it is enabled and run as plain Python otherwise; the buffer and the fast path's lean rollout both
+use them.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -31,22 +29,8 @@ from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
-ENV_SWITCH = "LUNAR_SB3_NUMBA"
-
-if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-    HAS_NUMBA = False
-else:
-    try:
-        from numba import njit
-
-        HAS_NUMBA = True
-    except ImportError:  # the NumPy kernels below are used instead
-        HAS_NUMBA = False
-
-
-def numba_enabled() -> bool:
-    """Numba is importable and not switched off with ``LUNAR_SB3_NUMBA=0``."""
-    return HAS_NUMBA and os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+from lunar_sb3.soft_dqn.jit import HAS_NUMBA, jit
+from lunar_sb3.soft_dqn.jit import enabled as numba_enabled
 
 
 class PrioritizedReplayBufferSamples(NamedTuple):
@@ -68,106 +52,53 @@ class PrioritizedReplayBufferSamples(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sum-tree kernels. ``tree`` has 2 * capacity nodes (capacity a power of two): the root is node 1, the children
-# of node k are 2k and 2k + 1, leaf j is node capacity + j. Both versions go level by level over the whole
-# batch (not sample by sample), so the batch's memory accesses at one level are independent of each other and
-# overlap; and both do the same float operations in the same order, so they give identical results.
+# Sum-tree kernels, compiled by Numba when it is enabled and plain Python otherwise (the same code either way).
+# ``tree`` has 2 * capacity nodes (capacity a power of two): the root is node 1, the children of node k are 2k and
+# 2k + 1, leaf j is node capacity + j.
 # ---------------------------------------------------------------------------------------------------------------
-def _descend_numpy(tree: np.ndarray, values: np.ndarray, depth: int) -> np.ndarray:
+@jit
+def descend(tree: np.ndarray, values: np.ndarray, depth: int) -> np.ndarray:
     """The node where each prefix-sum value falls; never a zero-priority leaf while the total is positive."""
     values = values.copy()
     nodes = np.ones(values.shape[0], dtype=np.int64)
-    go_right = np.empty(values.shape[0], dtype=bool)
-    right_has_mass = np.empty(values.shape[0], dtype=bool)
-    for _ in range(depth):
-        nodes <<= 1
-        left = tree.take(nodes)
-        np.greater_equal(values, left, out=go_right)
-        # Going right only into a subtree with mass keeps rounding (v a hair above the left sum at the very
-        # end of the range) from ever landing on an empty, unfilled slot.
-        np.greater(tree.take(nodes + 1), 0.0, out=right_has_mass)
-        go_right &= right_has_mass
-        left *= go_right
-        values -= left
-        nodes += go_right
+    for _ in range(depth):  # level by level: the batch's reads at one level are independent and overlap
+        for i in range(values.shape[0]):
+            left = 2 * nodes[i]
+            # Going right only into a subtree with mass keeps rounding (v a hair above the left sum at the very
+            # end of the range) from ever landing on an empty, unfilled slot.
+            if values[i] >= tree[left] and tree[left + 1] > 0.0:
+                values[i] -= tree[left]
+                nodes[i] = left + 1
+            else:
+                nodes[i] = left
     return nodes
 
 
-def _update_numpy(tree: np.ndarray, nodes: np.ndarray, priorities: np.ndarray, depth: int) -> None:
-    """Write leaf priorities, then recompute their ancestors from their children, one level at a time.
-
-    A parent shared by several updated leaves is recomputed several times from the same children, which
-    gives the same sum; deduplicating (np.unique) costs more than it saves at a minibatch's size.
-    """
-    tree[nodes] = priorities
-    parents = nodes >> 1
-    for _ in range(depth):
-        left = parents << 1
-        tree[parents] = tree[left] + tree[left + 1]
-        parents >>= 1
-
-
-def _stratified_values(total: float, uniforms: np.ndarray) -> np.ndarray:
-    """One value in each of len(uniforms) equal slices of [0, total): (i + u_i) · total / n."""
-    return (np.arange(uniforms.shape[0]) + uniforms) * (total / uniforms.shape[0])
-
-
-if HAS_NUMBA:
-
-    @njit(cache=True, nogil=True)
-    def _descend_numba(tree: np.ndarray, values: np.ndarray, depth: int) -> np.ndarray:  # pragma: no cover
-        values = values.copy()
-        nodes = np.ones(values.shape[0], dtype=np.int64)
+@jit
+def update(tree: np.ndarray, nodes: np.ndarray, priorities: np.ndarray, depth: int) -> None:
+    """Write leaf priorities, then recompute every ancestor from its two children (never by adding a difference,
+    so no rounding error accumulates); for a repeated leaf the last priority wins."""
+    for i in range(nodes.shape[0]):
+        tree[nodes[i]] = priorities[i]
+    for i in range(nodes.shape[0]):
+        parent = nodes[i] >> 1
         for _ in range(depth):
-            for i in range(values.shape[0]):
-                left_node = 2 * nodes[i]
-                left = tree[left_node]
-                if values[i] >= left and tree[left_node + 1] > 0.0:
-                    values[i] -= left
-                    nodes[i] = left_node + 1
-                else:  # the NumPy kernel subtracts 0·left here: the same value
-                    nodes[i] = left_node
-        return nodes
-
-    @njit(cache=True, nogil=True)
-    def _stratified_numba(
-        tree: np.ndarray, uniforms: np.ndarray, depth: int, capacity: int
-    ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-        n = uniforms.shape[0]
-        segment = tree[1] / n
-        values = np.empty(n, dtype=np.float64)
-        for i in range(n):
-            values[i] = (i + uniforms[i]) * segment
-        nodes = _descend_numba(tree, values, depth)
-        priorities = np.empty(n, dtype=np.float64)
-        for i in range(n):
-            priorities[i] = tree[nodes[i]]
-            nodes[i] -= capacity
-        return nodes, priorities
-
-    @njit(cache=True, nogil=True)
-    def _update_numba(
-        tree: np.ndarray, nodes: np.ndarray, priorities: np.ndarray, depth: int
-    ) -> None:  # pragma: no cover
-        for i in range(nodes.shape[0]):
-            tree[nodes[i]] = priorities[i]
-        parents = nodes >> 1
-        for _ in range(depth):
-            for i in range(parents.shape[0]):
-                parent = parents[i]
-                tree[parent] = tree[2 * parent] + tree[2 * parent + 1]
-                parents[i] = parent >> 1
-
-    @njit(cache=True, nogil=True)
-    def _in_range_numba(values: np.ndarray, stop: int) -> bool:  # pragma: no cover
-        for i in range(values.shape[0]):
-            if values[i] < 0 or values[i] >= stop:
-                return False
-        return True
+            tree[parent] = tree[2 * parent] + tree[2 * parent + 1]
+            parent >>= 1
 
 
-def _in_range_numpy(values: np.ndarray, stop: int) -> bool:
-    return bool(values.min() >= 0 and values.max() < stop)
+@jit
+def in_range(values: np.ndarray, stop: int) -> bool:
+    """Every value in [0, stop)."""
+    for i in range(values.shape[0]):
+        if values[i] < 0 or values[i] >= stop:
+            return False
+    return True
+
+
+def _kernel(function: Any, use_numba: bool) -> Any:
+    """The compiled kernel, or the same function as plain Python."""
+    return function if use_numba and HAS_NUMBA else function.py_func
 
 
 class SumTree:
@@ -194,35 +125,40 @@ class SumTree:
         """A view of the leaf values, in leaf order."""
         return self.tree[self.capacity : self.capacity + self.n_leaves]
 
-    def update(self, leaves: np.ndarray, priorities: np.ndarray, use_numba: bool = False) -> None:
-        """Set ``leaves`` to ``priorities`` (for a repeated leaf the last one wins) and refresh their ancestors."""
-        use_numba = use_numba and HAS_NUMBA
+    def update(self, leaves: np.ndarray, priorities: np.ndarray, use_numba: bool = True) -> None:
+        """Set ``leaves`` to ``priorities`` (for a repeated leaf the last one wins) and refresh their ancestors.
+
+        ``use_numba=False`` runs the same kernel as plain Python (the buffer passes whether Numba is enabled).
+        """
         leaves = np.asarray(leaves, dtype=np.int64)
         if leaves.shape[0] == 0:
             return
         # A leaf past n_leaves would be a slot no sample can reach (or memory past the tree, in compiled code).
-        if not (_in_range_numba if use_numba else _in_range_numpy)(leaves, self.n_leaves):
+        if not _kernel(in_range, use_numba)(leaves, self.n_leaves):
             raise IndexError(f"leaf indices must be in [0, {self.n_leaves})")
-        nodes = leaves + self.capacity
         priorities = np.asarray(priorities, dtype=np.float64)
-        (_update_numba if use_numba else _update_numpy)(self.tree, nodes, priorities, self.depth)
+        _kernel(update, use_numba)(self.tree, leaves + self.capacity, priorities, self.depth)
 
-    def find(self, values: np.ndarray, use_numba: bool = False) -> np.ndarray:
+    def find(self, values: np.ndarray, use_numba: bool = True) -> np.ndarray:
         """The leaf j with prefix(j) <= v < prefix(j) + leaf(j) for each value v in [0, total)."""
         values = np.asarray(values, dtype=np.float64)
-        use_numba = use_numba and HAS_NUMBA
-        return (_descend_numba if use_numba else _descend_numpy)(self.tree, values, self.depth) - self.capacity
+        return _kernel(descend, use_numba)(self.tree, values, self.depth) - self.capacity
 
-    def sample(self, uniforms: np.ndarray, use_numba: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, uniforms: np.ndarray, use_numba: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Stratified draws: leaf i falls in the i-th of n equal slices of [0, total) at fraction ``uniforms[i]``.
 
         :return: the leaves and their values (priorities)
         """
         uniforms = np.asarray(uniforms, dtype=np.float64)
-        if use_numba and HAS_NUMBA:
-            return _stratified_numba(self.tree, uniforms, self.depth, self.capacity)
-        nodes = _descend_numpy(self.tree, _stratified_values(self.total, uniforms), self.depth)
+        values = (np.arange(uniforms.shape[0]) + uniforms) * (self.total / uniforms.shape[0])
+        nodes = _kernel(descend, use_numba)(self.tree, values, self.depth)
         return nodes - self.capacity, self.tree[nodes]
+
+    def warm_up(self) -> None:
+        """Compile (or load from Numba's cache) the kernels, on a tiny tree, before training starts."""
+        tiny = SumTree(2)
+        tiny.update(np.array([0, 1]), np.array([1.0, 2.0]))
+        tiny.sample(np.array([0.5, 0.5]))
 
     def rebuild(self, leaf_values: np.ndarray) -> None:
         """Set all leaves at once and recompute every internal node (bulk loading, e.g. for benchmarks)."""
@@ -339,9 +275,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def give_max_priority(self, row: int) -> None:
         """Set the ``n_envs`` slots of ``row`` to the largest priority seen so far (what every new row gets)."""
-        leaves = np.arange(row * self.n_envs, (row + 1) * self.n_envs, dtype=np.int64)
+        tree = self.sum_tree
+        nodes = np.arange(row * self.n_envs, (row + 1) * self.n_envs, dtype=np.int64) + tree.capacity
         priorities = np.full(self.n_envs, self.max_priority**self.alpha)
-        self.sum_tree.update(leaves, priorities, use_numba=self.use_numba)
+        # (SumTree.update without its range check: a row's slots are leaves by construction; the lean rollout
+        # calls this after every env step)
+        _kernel(update, self.use_numba)(tree.tree, nodes, priorities, tree.depth)
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> PrioritizedReplayBufferSamples:  # type: ignore[override]
         """Stratified proportional sampling: one draw in each of ``batch_size`` equal slices of [0, total)."""
@@ -424,67 +363,3 @@ class PrioritizedNStepReplayBuffer(PrioritizedReplayBuffer, NStepReplayBuffer):
 
     def __init__(self, *args: Any, n_steps: int = 3, gamma: float = 0.99, **kwargs: Any) -> None:
         super().__init__(*args, n_steps=n_steps, gamma=gamma, **kwargs)
-
-
-def _filled_buffers(buffer_size: int, use_numba: bool, seed: int = 0) -> tuple[ReplayBuffer, PrioritizedReplayBuffer]:
-    """A uniform and a prioritized buffer with LunarLander's spaces, full of random data and priorities."""
-    observation_space = spaces.Box(-np.inf, np.inf, shape=(8,), dtype=np.float32)
-    action_space = spaces.Discrete(4)
-    rng = np.random.default_rng(seed)
-    uniform = ReplayBuffer(buffer_size, observation_space, action_space, device="cpu")
-    prioritized = PrioritizedReplayBuffer(buffer_size, observation_space, action_space, device="cpu")
-    for buffer in (uniform, prioritized):
-        buffer.observations[:] = rng.standard_normal(buffer.observations.shape, dtype=np.float32)
-        buffer.next_observations[:] = rng.standard_normal(buffer.next_observations.shape, dtype=np.float32)
-        buffer.actions[:] = rng.integers(0, 4, size=buffer.actions.shape)
-        buffer.rewards[:] = rng.standard_normal(buffer.rewards.shape, dtype=np.float32)
-        buffer.full = True
-    prioritized.sum_tree.rebuild((np.abs(rng.standard_normal(buffer_size)) + 1e-6) ** prioritized.alpha)
-    prioritized.max_priority = 5.0
-    prioritized.use_numba = use_numba
-    return uniform, prioritized
-
-
-def benchmark_overhead(
-    buffer_size: int = 1_000_000, batch_size: int = 64, rounds: int = 7, calls: int = 500
-) -> dict[str, float]:
-    """Microseconds per minibatch: SB3's uniform ``sample`` vs prioritized ``sample`` + ``update_priorities``.
-
-    Measured side by side, interleaved in rounds, and the median round is reported, so that load from
-    other processes affects both alike. Keys: ``uniform_us``, ``numpy_us``, ``numpy_overhead_us`` and, when
-    Numba is available, ``numba_us``, ``numba_overhead_us``.
-    """
-    uniform, prioritized = _filled_buffers(buffer_size, use_numba=False)
-    variants = {"uniform": None, "numpy": False}
-    if HAS_NUMBA:
-        variants["numba"] = True
-    td_errors = np.random.default_rng(1).standard_normal(batch_size)
-
-    def run(use_numba: bool | None) -> float:
-        start = time.perf_counter()
-        if use_numba is None:
-            for _ in range(calls):
-                uniform.sample(batch_size)
-        else:
-            prioritized.use_numba = use_numba
-            for _ in range(calls):
-                samples = prioritized.sample(batch_size)
-                prioritized.update_priorities(samples.indices, td_errors)
-        return (time.perf_counter() - start) / calls * 1e6
-
-    for use_numba in variants.values():  # warm-up: compile, fault in pages
-        run(use_numba)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, use_numba in variants.items():
-            times[name].append(run(use_numba))
-    result = {f"{name}_us": float(np.median(values)) for name, values in times.items()}
-    for name in variants:
-        if name != "uniform":
-            result[f"{name}_overhead_us"] = result[f"{name}_us"] - result["uniform_us"]
-    return result
-
-
-if __name__ == "__main__":
-    for key, value in benchmark_overhead().items():
-        print(f"{key:>20}: {value:8.1f}")

@@ -82,8 +82,9 @@ class SoftUpdateDQN(DQN):
     :param priority_beta0: β at the start of training, annealed linearly to 1 (full correction) at its end; 0.4
     :param priority_epsilon: ε added to |δ| so that no transition becomes unreachable
     :param max_grad_norm: clip the gradient norm to this value; ``None`` (the lab) does not clip
-    :param use_fast_path: train on the hand-derived fast path where it computes exactly what autograd does
-        (checked at every ``learn``; anything else falls back visibly); ``False`` always uses SB3's loop and autograd
+    :param use_fast_path: train on the compiled fast path where it implements the configuration (the same math as
+        autograd, to float32 rounding; checked at every ``learn``; anything else falls back visibly, see
+        ``fast_path_status``); ``False`` always uses SB3's loop and autograd
     :param stats_window_size: episodes averaged in the rollout logs (100, the lab's "solved" window)
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments for the policy; the default network is SB3's 64-64 ReLU MLP
@@ -287,6 +288,9 @@ class SoftUpdateDQN(DQN):
     ) -> tuple[int, BaseCallback]:
         # Decided where training starts, since `set_env` may have added a wrapper (e.g. VecNormalize) since setup
         self._fast_trainer = fast_path.FastTrainer.for_model(self)
+        self.fast_path_compile_seconds = 0.0
+        if self._fast_trainer is not None:
+            self._compile_fast_path()
         why = fast_path.unsupported_reason(self)
         if self.verbose >= 2 or (self.verbose >= 1 and why is not None and self.use_fast_path):
             print(f"SoftUpdateDQN: training on the {'fast path' if why is None else f'general path ({why})'}")
@@ -301,6 +305,20 @@ class SoftUpdateDQN(DQN):
             check_soft_dqn_zip(path)
         return super().load(path, *args, **kwargs)
 
+    def _compile_fast_path(self) -> None:
+        """Compile (or load) the fast path's kernels here, before SB3's ``learn`` starts the callbacks' clocks.
+
+        A failure (a Numba or LLVM problem) is not a crash: training falls back to the general path, and
+        ``fast_path_status`` says why. The seconds it took are kept in ``fast_path_compile_seconds``.
+        """
+        if self.verbose >= 1 and not fast_path.FastTrainer.cache_is_warm():
+            print("SoftUpdateDQN: compiling the training step (first run only, ~10 s)...", flush=True)
+        try:
+            self.fast_path_compile_seconds = self._fast_trainer.compile()
+        except Exception as error:  # noqa: BLE001 - whatever Numba raises, the general path can still train
+            fast_path.compile_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            self._fast_trainer = None
+
     @property
     def uses_fast_path(self) -> bool:
         """True when training uses the hand-derived gradients and the lean rollout loop (see ``fast_path``)."""
@@ -313,7 +331,8 @@ class SoftUpdateDQN(DQN):
         return "fast path" if why is None else f"general path ({why})"
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_fast_trainer", "_polyak_pairs", "_keep_step_counter"]
+        excluded = ["_fast_trainer", "_polyak_pairs", "_keep_step_counter", "fast_path_compile_seconds"]
+        return [*super()._excluded_save_params(), *excluded]
 
     # ------------------------------------------------------------------ exploration
     def _scheduled_exploration_rate(self) -> float:
