@@ -127,9 +127,9 @@ def test_gather_is_sb3s_get_samples(n_step, full):
     rows[:4] = [buffer.pos - 1, buffer.pos - 2, size - 1, 0]  # the newest rows, and across the buffer's end
     np.random.seed(0)
     envs = np.random.randint(0, n_envs, size=batch)  # what _get_samples draws below
+    timeouts_before = buffer.timeouts.copy()  # SB3 marks the newest row as a timeout while it samples
     np.random.seed(0)
     expected = buffer._get_samples(rows)
-    timeouts_before = buffer.timeouts.copy()
 
     obs, next_obs = np.empty((batch, 5), np.float32), np.empty((batch, 5), np.float32)
     taken = np.empty(batch, np.int64)
@@ -143,7 +143,8 @@ def test_gather_is_sb3s_get_samples(n_step, full):
     )
     replay = kernel.Replay(*(getattr(buffer, name) for name in kernel.Replay._fields))
     kernel.gather(replay, rows, envs, settings, (obs, taken, next_obs, rewards, dones, discounts))
-    np.testing.assert_array_equal(buffer.timeouts, timeouts_before)  # SB3's temporary mark was reverted
+    # the kernel only reads the memory (it handles the newest row itself), and SB3 put its temporary mark back
+    np.testing.assert_array_equal(buffer.timeouts, timeouts_before)
     np.testing.assert_array_equal(obs, expected.observations.numpy())
     np.testing.assert_array_equal(taken, expected.actions.numpy()[:, 0])
     np.testing.assert_array_equal(next_obs, expected.next_observations.numpy())
