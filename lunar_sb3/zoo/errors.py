@@ -65,7 +65,8 @@ def user_error_message(error: BaseException, tb: TracebackType | None, argv: Seq
         detail = error.strerror if error.strerror and "checkpoint" in error.strerror else "no space left on device"
         return f"{detail}{where}: free some space, or train into another folder with -f"
     if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
-        return f"cannot write {error.filename or 'the output'} ({error.strerror}): choose a folder you can write to"
+        where = error.filename or "a file or folder"
+        return f"cannot write {where} ({error.strerror}): choose a folder you can write to (-f, -o)"
     for frame, _ in traceback.walk_tb(tb):  # rl-zoo3's StoreDict evaluates each -params/--env-kwargs value
         code = frame.f_code
         if code.co_name == "__call__" and code.co_filename.endswith(os.path.join("rl_zoo3", "utils.py")):
