@@ -118,9 +118,12 @@ def test_peers_resume_keeps_finished_runs_and_retests_a_trained_one(quick_peers)
     folder, data, stdout = quick_peers
     assert "0 of 2 runs kept" in stdout
     (folder / "out" / "runs" / "ppo_seed_3.json").unlink()  # cut after PPO's training, before its test was kept
-    done = check(
-        python("-m", "lunar_sb3.benchmark", "peers", *QUICK, "--out", "out", "--ours", "robust.json", cwd=folder)
-    )
+    command = ["-m", "lunar_sb3.benchmark", "peers", *QUICK, "--out", "out", "--ours", "robust.json"]
+    report = check(python(*command, "--no-train", cwd=folder))  # the files from what is kept, nothing trained
+    assert "1 of 2 runs kept; --no-train: not training ppo seed 3" in report.stdout
+    assert "**Partial: 1 of 2 runs finished so far.**" in (folder / "out" / "peers.md").read_text()
+    assert [r["algo"] for r in json.loads((folder / "out" / "peers.json").read_text())["runs"]] == ["qrdqn"]
+    done = check(python(*command, cwd=folder))
     assert "1 of 2 runs kept from earlier calls; 1 to train" in done.stdout
     assert sorted(p.name for p in (folder / "out" / "logs" / "seed_3" / "ppo").iterdir()) == ["LunarLander-v3_1"]
     again = json.loads((folder / "out" / "peers.json").read_text())

@@ -64,6 +64,11 @@ def add_peers_parser(commands: Any) -> argparse.ArgumentParser:
     peers.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     peers.add_argument("--out", default="results/peers", help="folder for peers.json, peers.md, the PNG, logs/, runs/")
     peers.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: write the three files from the runs kept so far (e.g. while a run is under way)",
+    )
+    peers.add_argument(
         "--ours",
         type=Path,
         default=DEFAULT_OURS,
@@ -213,9 +218,18 @@ def run_peers(args: argparse.Namespace) -> None:
             todo.append((algo, seed))
         else:
             runs[(algo, seed)] = kept
-    print(f"{len(runs)} of {len(order)} runs kept from earlier calls; {len(todo)} to train", flush=True)
+    if args.no_train:
+        print(
+            f"{len(runs)} of {len(order)} runs kept; --no-train: not training "
+            + (", ".join(f"{algo} seed {seed}" for algo, seed in todo) or "anything (all are kept)"),
+            flush=True,
+        )
+        todo = []
+    else:
+        print(f"{len(runs)} of {len(order)} runs kept from earlier calls; {len(todo)} to train", flush=True)
     meta = {
-        "command": "python -m lunar_sb3.benchmark " + " ".join(sys.argv[1:]),
+        "command": "python -m lunar_sb3.benchmark " + " ".join(a for a in sys.argv[1:] if a != "--no-train"),
+        "runs_planned": len(order),
         "env_id": PEER_ENV_ID,
         "cpu_count": os.cpu_count(),
         "torch": th.__version__,
@@ -231,6 +245,8 @@ def run_peers(args: argparse.Namespace) -> None:
 
     if runs:
         publish()
+    elif args.no_train:
+        sys.exit(f"python -m lunar_sb3.benchmark peers: error: --no-train: no finished run kept in {out / 'runs'}")
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(peer_run, a, s, out, args.max_steps, args.eval_episodes): (a, s) for a, s in todo}
         for future in as_completed(futures):
@@ -334,6 +350,11 @@ def peers_markdown(
         + f", then its final model plays {meta['eval_episodes']} greedy episodes reset with seeds "
         f"{meta['test_seeds']}, ended and labelled by `LandingOutcome`. One run at a time (--jobs {meta['jobs']}) "
         f"on a {meta['cpu_count']}-core machine shared with other work, torch {meta['torch']} on the CPU, one thread."
+        + (
+            f" **Partial: {len(runs)} of {meta['runs_planned']} runs finished so far.**"
+            if len(runs) < meta.get("runs_planned", len(runs))
+            else ""
+        )
         + (f" Our robust preset: from `{ours}` (same seeds and test episodes)." if ours and ours.is_file() else ""),
         "",
         "## Per agent",
