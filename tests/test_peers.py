@@ -75,7 +75,7 @@ def quick_peers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
 
 def test_peers_train_through_the_zoo_and_test_on_the_robust_benchmarks_episodes(quick_peers) -> None:
     folder, data, _ = quick_peers
-    qrdqn, ppo = data["runs"]  # seed-major, in --algos order
+    qrdqn, ppo = data["runs"]  # seed-major, each seed in the order dqn, qrdqn, ppo
     for run, algo, cls in ((qrdqn, "qrdqn", "QRDQN"), (ppo, "ppo", "PPO")):
         assert run["algo"] == algo and run["seed"] == 3 and run["model_class"] == cls
         assert f"-m rl_zoo3.train --algo {algo} --env LunarLander-v3 --seed 3 " in run["command"]
@@ -130,6 +130,10 @@ def test_peers_resume_keeps_finished_runs_and_retests_a_trained_one(quick_peers)
     for run in again["runs"] + data["runs"]:
         run.pop("test_seconds")  # the only thing measured again
     assert again["runs"] == data["runs"]  # the same training record (wall time included) and the same test
+    command.remove("ppo")  # --algos qrdqn: PPO's kept run is still reported
+    report = check(python(*command, "--no-train", cwd=folder))
+    assert "1 kept runs of peers not in --algos are reported too" in report.stdout
+    assert [r["algo"] for r in json.loads((folder / "out" / "peers.json").read_text())["runs"]] == ["qrdqn", "ppo"]
 
 
 def test_agent_summaries_iqm_and_pooled_figures() -> None:

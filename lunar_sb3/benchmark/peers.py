@@ -53,7 +53,13 @@ def add_peers_parser(commands: Any) -> argparse.ArgumentParser:
     peers = commands.add_parser("peers", help="rl-zoo3's DQN, QR-DQN and PPO on the robust benchmark's test episodes")
     peers.add_argument("--seeds", type=int, default=5, help="training seeds per agent (default 5)")
     peers.add_argument("--seed0", type=int, default=100, help="first seed (default 100, as the robust benchmark)")
-    peers.add_argument("--algos", nargs="+", choices=list(PEERS), default=list(PEERS), help="peers (default: all)")
+    peers.add_argument(
+        "--algos",
+        nargs="+",
+        choices=list(PEERS),
+        default=list(PEERS),
+        help="peers to train (default: all; the report also shows the others' runs kept in --out)",
+    )
     peers.add_argument("--max-steps", type=int, help="step budget per run, rl_zoo3.train -n (default: the zoo's)")
     peers.add_argument(
         "--eval-episodes",
@@ -209,7 +215,7 @@ def run_peers(args: argparse.Namespace) -> None:
     out = Path(args.out).absolute()
     (out / "runs").mkdir(parents=True, exist_ok=True)
     seeds = range(args.seed0, args.seed0 + args.seeds)
-    order = [(algo, seed) for seed in seeds for algo in args.algos]  # seed-major: every agent on the first seeds
+    order = [(algo, seed) for seed in seeds for algo in dict.fromkeys(args.algos)]  # seed-major: all agents first
     runs: dict[tuple[str, int], dict[str, Any]] = {}
     todo = []
     for algo, seed in order:
@@ -218,18 +224,26 @@ def run_peers(args: argparse.Namespace) -> None:
             todo.append((algo, seed))
         else:
             runs[(algo, seed)] = kept
+    kept_count = len(runs)
+    others = [(algo, seed) for seed in seeds for algo in PEERS if algo not in args.algos]
+    for algo, seed in others:  # reported, not trained: e.g. a slow peer left to a later call
+        kept = finished_run(out, algo, seed, args.max_steps, args.eval_episodes)
+        if kept is not None:
+            runs[(algo, seed)] = kept
+    if len(runs) > kept_count:
+        print(f"{len(runs) - kept_count} kept runs of peers not in --algos are reported too", flush=True)
     if args.no_train:
         print(
-            f"{len(runs)} of {len(order)} runs kept; --no-train: not training "
+            f"{kept_count} of {len(order)} runs kept; --no-train: not training "
             + (", ".join(f"{algo} seed {seed}" for algo, seed in todo) or "anything (all are kept)"),
             flush=True,
         )
         todo = []
     else:
-        print(f"{len(runs)} of {len(order)} runs kept from earlier calls; {len(todo)} to train", flush=True)
+        print(f"{kept_count} of {len(order)} runs kept from earlier calls; {len(todo)} to train", flush=True)
     meta = {
         "command": "python -m lunar_sb3.benchmark " + " ".join(a for a in sys.argv[1:] if a != "--no-train"),
-        "runs_planned": len(order),
+        "runs_planned": len(order) + sum(key in runs for key in others),
         "env_id": PEER_ENV_ID,
         "cpu_count": os.cpu_count(),
         "torch": th.__version__,
@@ -240,7 +254,7 @@ def run_peers(args: argparse.Namespace) -> None:
     }
 
     def publish() -> None:
-        ordered = [runs[key] for key in order if key in runs]
+        ordered = [runs[(algo, seed)] for seed in seeds for algo in PEERS if (algo, seed) in runs]
         write_peers_results(out, {**meta, "date": time.strftime("%Y-%m-%d")}, ordered, args.ours)
 
     if runs:
