@@ -29,8 +29,13 @@ from sb3_contrib import QRDQN
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from lunar_sb3.benchmark.robust import MAX_EVAL_EPISODES, SHORT_NAMES, TEST_SEED_BASE, TEST_SEED_STRIDE
-from lunar_sb3.benchmark.robust import first_test_seed as first_test_seed
+from lunar_sb3.benchmark.robust import (
+    MAX_EVAL_EPISODES,
+    SHORT_NAMES,
+    TEST_SEED_BASE,
+    TEST_SEED_STRIDE,
+    first_test_seed,
+)
 from lunar_sb3.evaluate import evaluate_model, find_vec_normalize, load_vec_normalize
 from lunar_sb3.landing import OUTCOMES
 from lunar_sb3.outputs import RUN_NAME, OutputError, check_writable_folder, write_text_atomic
@@ -140,8 +145,8 @@ def finished_run(out: Path, algo: str, seed: int, max_steps: int | None, eval_ep
 def peer_run(algo: str, seed: int, out: Path, max_steps: int | None, eval_episodes: int) -> dict[str, Any]:
     """Train one run in a zoo subprocess (wall time measured around it), test its final model, keep the record.
 
-    A run whose training finished but whose test was cut keeps its training record (``train.json`` in its log
-    folder) and is only tested again.
+    A run whose training finished but whose test was cut keeps its training record (``<algo>_train.json`` in
+    ``<out>/logs/seed_<S>``) and is only tested again, so its wall time stays that of its one training.
     """
     th.set_num_threads(1)
     log_folder = out / "logs" / f"seed_{seed}"
