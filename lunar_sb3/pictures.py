@@ -220,9 +220,20 @@ def _shared_palette(frames: list[Any], colours: int = 64) -> Any:
     return mosaic.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
 
 
+CHART_INPUTS = (
+    "solve.json / robust.json / peers.json of python -m lunar_sb3.benchmark (a 'runs' list), or the evaluation.json "
+    "python -m lunar_sb3.evaluate writes (a 'summary')"
+)
+"""What ``python -m lunar_sb3.pictures chart`` reads, said in its help and in its one-line error."""
+
+
 def results_by_agent(files: Sequence[str | Path]) -> dict[str, list[dict[str, Any]]]:
-    """Evaluation summaries from ``benchmark solve``/``ablation`` (solve.json) and ``benchmark robust``
-    (robust.json) files, grouped by agent label in the order they appear."""
+    """Evaluation summaries grouped by agent label, in the order they appear: from ``benchmark solve``/``ablation``
+    (solve.json), ``benchmark robust`` (robust.json) and ``benchmark peers`` (peers.json, every agent with our
+    preset) files, and from the evaluation.json that ``python -m lunar_sb3.evaluate`` writes (one bar per model).
+
+    :raises ValueError: for a JSON file that is none of these, naming what is accepted
+    """
     import json
 
     from lunar_sb3.presets import LABELS
@@ -230,29 +241,49 @@ def results_by_agent(files: Sequence[str | Path]) -> dict[str, list[dict[str, An
     grouped: dict[str, list[dict[str, Any]]] = {}
     for file in files:
         data = json.loads(Path(file).read_text())
+        if isinstance(data, dict) and isinstance(data.get("summary"), dict) and "runs" not in data:
+            model = Path(str(data.get("model", file)))  # an evaluation.json: one model, one bar
+            label = f"{model.parent.name}/{model.name}" if model.parent.name else model.name
+            grouped.setdefault(label, []).append(data["summary"])
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+            raise ValueError(f"{file} is not a results file: expected {CHART_INPUTS}")
         robust_label = f"robust preset ({Path(data.get('meta', {}).get('conf', 'soft_dqn_robust.yml')).stem})"
         for run in data["runs"]:
-            label = LABELS.get(run["agent"], run["agent"]) if "agent" in run else robust_label
+            if "evaluation" not in run:  # a failed training run of the benchmark has nothing to show
+                continue
+            if "label" in run:
+                label = run["label"]
+            elif "agent" in run:
+                label = LABELS.get(run["agent"], run["agent"])
+            else:
+                label = robust_label
             grouped.setdefault(label, []).append(run["evaluation"])
     return grouped
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lunar_sb3.pictures chart OUT.png RESULTS.json...``: outcome shares per agent, one bar each."""
+    """``python -m lunar_sb3.pictures chart OUT.png RESULTS.json...``: outcome shares per agent, one bar each.
+
+    RESULTS are benchmark files (solve.json, robust.json, peers.json) or evaluation.json files of
+    ``python -m lunar_sb3.evaluate``, in any mix.
+    """
     from lunar_sb3.outputs import OneLineArgumentParser, OutputError, check_writable_folder
 
     parser = OneLineArgumentParser(prog="python -m lunar_sb3.pictures", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    chart = commands.add_parser("chart", help="landing outcomes per agent from benchmark JSON files")
+    chart = commands.add_parser("chart", help="landing outcomes per agent from benchmark or evaluation JSON files")
     chart.add_argument("output", type=Path, help="the chart to write (.png, .svg or .pdf)")
-    chart.add_argument("results", nargs="+", type=Path, help="solve.json / robust.json files of the benchmark")
+    chart.add_argument("results", nargs="+", type=Path, help=CHART_INPUTS)
     chart.add_argument("--title", default="Greedy evaluation episodes: how they end")
     args = parser.parse_args(argv)
     try:
         check_writable_folder(args.output.parent if str(args.output.parent) else ".")
         grouped = results_by_agent(args.results)
         outcome_chart(grouped, args.output, title=args.title)
-    except (OSError, ValueError, KeyError, OutputError) as error:
+    except (ValueError, OutputError) as error:  # JSON that is not a results file, a bad share, a bad suffix
+        chart.error(str(error))
+    except (OSError, KeyError) as error:
         chart.error(f"{type(error).__name__}: {error}")
     print(f"wrote {args.output}")
 

@@ -5,6 +5,7 @@ import argparse
 from lunar_sb3.benchmark import __doc__ as BENCHMARK_DOC
 from lunar_sb3.benchmark.ablation import ABLATION_AGENTS, ABLATION_FILES, run_ablation
 from lunar_sb3.benchmark.agents import AGENTS
+from lunar_sb3.benchmark.peers import add_peers_parser, check_peers_args, run_peers
 from lunar_sb3.benchmark.robust import add_robust_parser, check_robust_args, run_robust
 from lunar_sb3.benchmark.solve import SOLVE_FILES, run_solve
 from lunar_sb3.benchmark.speed import run_threads, run_throughput, run_zoo
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     zoo.add_argument("--steps", type=int, default=30_000, help="env steps per run (default 30000)")
     zoo.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     add_robust_parser(commands)
+    add_peers_parser(commands)
     args = parser.parse_args(argv)
     command = commands.choices[args.command]  # its errors name the subcommand: "... benchmark solve: error: ..."
     if args.command in ("solve", "ablation"):
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "robust":
         check_robust_args(command, args)
         run_robust(args)
+    elif args.command == "peers":
+        check_peers_args(command, args)
+        run_peers(args)
     else:
         for option in ("steps", "rounds"):
             _require_positive(command, args, option)
