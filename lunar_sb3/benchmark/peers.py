@@ -36,7 +36,7 @@ from lunar_sb3.benchmark.robust import (
     TEST_SEED_STRIDE,
     first_test_seed,
 )
-from lunar_sb3.evaluate import evaluate_model, find_vec_normalize, load_vec_normalize
+from lunar_sb3.evaluation import evaluate_model, find_vec_normalize, load_vec_normalize
 from lunar_sb3.landing import OUTCOMES
 from lunar_sb3.outputs import RUN_NAME, OutputError, check_writable_folder, write_text_atomic
 
