@@ -101,6 +101,7 @@ class TrainingProgress(BaseCallback):
         self.solved_threshold = solved_threshold
         self.stop_rule = stop_rule
         self.episodes = 0
+        self.returns: deque[float] = deque(maxlen=100)  # the last 100 training returns, this one included
         self.start_time = time.perf_counter()
         self.start_timesteps = 0
         self.interrupted = False
@@ -128,8 +129,12 @@ class TrainingProgress(BaseCallback):
         dones = self.locals["dones"]
         if not np.any(dones):
             return True
-        for _ in range(int(np.count_nonzero(dones))):
+        for done, info in zip(dones, self.locals["infos"], strict=True):
+            if not done:
+                continue
             self.episodes += 1
+            if "episode" in info:  # read here: SB3 adds it to ep_info_buffer only after the callbacks ran
+                self.returns.append(float(info["episode"]["r"]))
             if self.verbose >= 1 and self.episodes % self.every == 0:
                 print(self.line(), flush=True)
         return True
@@ -139,7 +144,7 @@ class TrainingProgress(BaseCallback):
 
     def line(self) -> str:
         """``episode 250 | 61,234 steps | mean return (last 100) 87.4 / 200 | ε 0.29 | 4,120 steps/s | 0:15``."""
-        returns = [info["r"] for info in self.model.ep_info_buffer]
+        returns = self.returns
         mean = f"{np.mean(returns):7.1f}" if returns else "      –"
         elapsed = self.elapsed()
         speed = (self.num_timesteps - self.start_timesteps) / max(elapsed, 1e-9)

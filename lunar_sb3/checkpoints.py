@@ -102,7 +102,8 @@ class WholeCheckpointCallback(CheckpointCallback):
         """Write the model (and memory, statistics) under temporary names, rename them, then mark it complete."""
         model_path = Path(self._checkpoint_path(extension="zip"))
         writes = [(model_path, self.model.save)]
-        if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
+        keeps_memory = self.save_replay_buffer and self.keep_replay_buffers != 0
+        if keeps_memory and getattr(self.model, "replay_buffer", None) is not None:
             replay_buffer_path = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
             writes.append((replay_buffer_path, self.model.save_replay_buffer))
         vec_normalize = self.model.get_vec_normalize_env()

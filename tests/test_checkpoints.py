@@ -43,6 +43,11 @@ def test_keep_all_replay_buffers(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*replay_buffer*"))) == 3
 
 
+def test_keep_no_replay_buffer_writes_none(tmp_path: Path) -> None:
+    trained_with_checkpoints(tmp_path, keep=0)
+    assert len(list(tmp_path.glob("*_steps.complete"))) == 3 and not list(tmp_path.glob("*replay_buffer*"))
+
+
 def test_keep_replay_buffers_is_checked() -> None:
     with pytest.raises(ValueError, match="keep_replay_buffers"):
         WholeCheckpointCallback(100, "x", keep_replay_buffers=-2)

@@ -171,6 +171,7 @@ def raised(error: BaseException) -> tuple[BaseException, object]:
             "best_model.zip is written by",
         ),
         (zipfile.BadZipFile("File is not a zip file"), [], "damaged or incomplete"),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory", "/proc/nope"), [], "no such file or folder"),
     ],
 )
 def test_user_errors_become_one_line(error: BaseException, argv: list[str], expected: str) -> None:
@@ -221,3 +222,15 @@ def test_load_names_what_a_wrong_file_holds(tmp_path: Path) -> None:
         SoftUpdateDQN.load(tmp_path / "missing.zip")
     SoftUpdateDQN("MlpPolicy", "CartPole-v1").save(tmp_path / "ours")
     assert isinstance(SoftUpdateDQN.load(tmp_path / "ours"), SoftUpdateDQN)
+
+
+def test_progress_line_counts_the_episode_that_just_ended() -> None:
+    """The 25th episode's line averages 25 returns: read from the step's infos, before SB3 files them."""
+    model = SoftUpdateDQN("MlpPolicy", "CartPole-v1")
+    model._setup_learn(1)
+    progress = TrainingProgress(every=25, verbose=0)
+    progress.init_callback(model)
+    for episode in range(25):
+        progress.update_locals({"dones": np.array([True]), "infos": [{"episode": {"r": float(episode), "l": 1}}]})
+        progress.on_step()
+    assert "mean return (last 25)    12.0 / 475" in progress.line()

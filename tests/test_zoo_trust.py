@@ -127,10 +127,12 @@ def test_ctrl_c_saves_the_model(tmp_path):
         (["-n", "0"], "-n 0: the number of env steps must be >= 1"),
         (["-n", "-5"], "-n -5: the number of env steps must be >= 1"),
         (["-f", "a_file/logs"], "cannot write a_file/logs"),
+        (["-params", "keep_replay_buffers:'x'"], "keep_replay_buffers='x' must be -1 (all), 0 (none)"),
     ],
     ids=[
         *("typo", "tau", "train_freq", "conf", "continuous-env", "trial-id", "random-bytes", "ppo-model"),
         *("missing-model", "env-typo", "not-python", "not-a-switch", "n-zero", "n-negative", "unwritable-f"),
+        "keep-replay-buffers",
     ],
 )
 def test_bad_input_stops_with_one_line(tmp_path, args, message):

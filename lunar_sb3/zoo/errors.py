@@ -64,6 +64,8 @@ def user_error_message(error: BaseException, tb: TracebackType | None, argv: Seq
         where = f" while writing {error.filename}" if error.filename else ""
         detail = error.strerror if error.strerror and "checkpoint" in error.strerror else "no space left on device"
         return f"{detail}{where}: free some space, or train into another folder with -f"
+    if isinstance(error, OSError) and error.errno == errno.ENOENT and error.filename:
+        return f"no such file or folder: {error.filename} (check the paths given to -f, -i, -o, -conf)"
     if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
         where = error.filename or "a file or folder"
         return f"cannot write {where} ({error.strerror}): choose a folder you can write to (-f, -o)"

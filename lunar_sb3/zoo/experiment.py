@@ -13,6 +13,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,9 @@ def _read_hyperparameters(original: Callable[..., Any], self: Any) -> tuple[dict
     check_hyperparameter_names(hyperparams, f"{self.config} or -params")
     hyperparams = read_switches(hyperparams)
     self._lunar_sb3_keep_replay_buffers = hyperparams.pop("keep_replay_buffers", 1)
+    keep = self._lunar_sb3_keep_replay_buffers
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < -1:
+        fail(f"keep_replay_buffers={keep!r} must be -1 (all), 0 (none) or the number of newest checkpoints")
     self._lunar_sb3_landing_check = hyperparams.pop("landing_check_episodes", LANDING_CHECK_EPISODES)
     if not (isinstance(self._lunar_sb3_landing_check, int) and self._lunar_sb3_landing_check >= 0):
         fail(f"landing_check_episodes={self._lunar_sb3_landing_check!r} must be an integer >= 0 (0 turns it off)")
@@ -314,9 +318,11 @@ def landing_check(model: Any, env_id: str, n_episodes: int) -> str:
     "Solved" is a mean over *training* episodes; whether the greedy policy lands is another question, and a
     learner should see the difference on their own run.
     """
-    result = evaluate_model(
-        model, env_id, n_episodes=n_episodes, seed=LANDING_CHECK_SEED, vec_normalize=model.get_vec_normalize_env()
-    )
+    with warnings.catch_warnings():  # LunarLander-v2 is the lab's id on purpose; the zoo hides this warning too
+        warnings.filterwarnings("ignore", message=".*LunarLander-v2 is out of date", category=DeprecationWarning)
+        result = evaluate_model(
+            model, env_id, n_episodes=n_episodes, seed=LANDING_CHECK_SEED, vec_normalize=model.get_vec_normalize_env()
+        )
     summary = result["summary"]
     shares = summary["outcome_shares"]
     last_seed = LANDING_CHECK_SEED + n_episodes - 1
