@@ -7,14 +7,13 @@ Importing this package registers everything (idempotently), so ``--gym-packages 
 import rl_zoo3.hyperparams_opt
 import rl_zoo3.utils
 
-from lunar_sb3.presets import ALGO_NAME
+from lunar_sb3.presets import ALGO_NAME, hyperparams_path
 from lunar_sb3.private_api import check_required
 from lunar_sb3.soft_dqn import SoftUpdateDQN
 from lunar_sb3.zoo.errors import install_excepthook
 from lunar_sb3.zoo.experiment import install_patches
 from lunar_sb3.zoo.hyperparams import (
     convert_soft_dqn_params,
-    hyperparams_path,
     known_hyperparameters,
     sample_soft_dqn_params,
 )

@@ -6,11 +6,8 @@ from typing import Any
 
 import optuna
 
-from lunar_sb3.presets import hyperparams_path
 from lunar_sb3.soft_dqn import SoftUpdateDQN
 from lunar_sb3.zoo.errors import fail
-
-__all__ = ["hyperparams_path"]  # re-exported: where the zoo glue always had it
 
 
 def convert_soft_dqn_params(params: dict[str, Any]) -> dict[str, Any]:
