@@ -74,6 +74,12 @@ def add_robust_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="KEY:VALUE",
         help="hyperparameters over the preset's, passed to rl_zoo3.train -params (e.g. n_steps:3 dueling:True)",
     )
+    robust.add_argument(
+        "--save-freq",
+        type=int,
+        help="also keep a model every N env steps (rl_zoo3.train --save-freq, models only), e.g. to act with "
+        "several checkpoints afterwards (benchmark q-average)",
+    )
     robust.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     robust.add_argument("--out", default="results/robust", help="folder for robust.json, robust.md, the PNG, logs/")
     robust.add_argument(
@@ -89,7 +95,8 @@ def check_robust_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
     if args.quick:
         args.max_steps, args.eval_episodes = 2_000, 2
-    for option in ("seeds", "eval_episodes", "jobs") + (("max_steps",) if args.max_steps is not None else ()):
+    optional = tuple(option for option in ("max_steps", "save_freq") if getattr(args, option) is not None)
+    for option in ("seeds", "eval_episodes", "jobs") + optional:
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
     if args.seed0 < 0:
@@ -114,7 +121,13 @@ def first_test_seed(seed: int) -> int:
 
 
 def train_command(
-    conf: Path, seed: int, log_folder: Path, max_steps: int | None, quick: bool, params: list[str] | None = None
+    conf: Path,
+    seed: int,
+    log_folder: Path,
+    max_steps: int | None,
+    quick: bool,
+    params: list[str] | None = None,
+    save_freq: int | None = None,
 ) -> list[str]:
     """The ``rl_zoo3.train`` command line of one seed, exactly as a user would type it."""
     command = [
@@ -123,7 +136,11 @@ def train_command(
     ]  # fmt: skip
     if max_steps is not None:
         command += ["-n", str(max_steps)]
+    if save_freq is not None:
+        command += ["--save-freq", str(save_freq)]
     params = [*(params or []), *([f"callback:{QUICK_CALLBACK}"] if quick else [])]
+    if save_freq is not None:
+        params.append("keep_replay_buffers:0")  # checkpoints to act with, not to resume from: 300k-step memories
     if params:
         command += ["-params", *params]
     return command
@@ -148,12 +165,13 @@ def robust_run(
     eval_episodes: int,
     quick: bool,
     params: list[str] | None = None,
+    save_freq: int | None = None,
 ) -> dict[str, Any]:
     """Train one seed in a zoo subprocess (wall time measured around it), then test its best (else final) model."""
     th.set_num_threads(1)
     log_folder = out / "logs" / f"seed_{seed}"
     log_folder.mkdir(parents=True, exist_ok=True)
-    command = train_command(conf, seed, log_folder, max_steps, quick, params)
+    command = train_command(conf, seed, log_folder, max_steps, quick, params, save_freq)
     record: dict[str, Any] = {"seed": seed, "command": " ".join(command)}
     done = _read_history(log_folder / RESULT_FILE)
     if done.get("command") == record["command"] and "error" not in done:
@@ -247,7 +265,9 @@ def run_robust(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [
-            pool.submit(robust_run, seed, conf, out, args.max_steps, args.eval_episodes, args.quick, args.params)
+            pool.submit(
+                robust_run, seed, conf, out, args.max_steps, args.eval_episodes, args.quick, args.params, args.save_freq
+            )
             for seed in seeds
         ]
         runs = [future.result() for future in tqdm(futures, desc="training runs", unit="run")]
