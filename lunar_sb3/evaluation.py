@@ -248,6 +248,17 @@ def landing_score(summary: dict[str, Any], landed_weight: float = 1.0, crash_pen
     )
 
 
+GOAL: dict[str, float] = {
+    "stop_mean_return": 270.0,
+    "stop_landed_share": 0.98,
+    "stop_min_return_share": 0.98,
+    "stop_max_crashed_share": 0.0,
+}
+"""The robust lander's goal as ``meets_bar`` keywords: it beats the PPO most learners train on every axis (mean
+>= 270, >= 98 % landed between the flags, >= 98 % of episodes >= 200, no crash). ``LandingEvalCallback``'s
+defaults, and what the benchmarks count per seed."""
+
+
 def meets_bar(
     summary: dict[str, Any],
     stop_mean_return: float | None = None,

@@ -5,7 +5,9 @@ import argparse
 from lunar_sb3.benchmark import __doc__ as BENCHMARK_DOC
 from lunar_sb3.benchmark.ablation import ABLATION_AGENTS, ABLATION_FILES, run_ablation
 from lunar_sb3.benchmark.agents import AGENTS
+from lunar_sb3.benchmark.compare import add_compare_parser, parse_results, run_compare
 from lunar_sb3.benchmark.peers import add_peers_parser, check_peers_args, run_peers
+from lunar_sb3.benchmark.q_average import add_q_average_parser, check_q_average_args, run_q_average
 from lunar_sb3.benchmark.robust import add_robust_parser, check_robust_args, run_robust
 from lunar_sb3.benchmark.solve import SOLVE_FILES, run_solve
 from lunar_sb3.benchmark.speed import run_threads, run_throughput, run_zoo
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     zoo.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     add_robust_parser(commands)
     add_peers_parser(commands)
+    add_q_average_parser(commands)
+    add_compare_parser(commands)
     args = parser.parse_args(argv)
     command = commands.choices[args.command]  # its errors name the subcommand: "... benchmark solve: error: ..."
     if args.command in ("solve", "ablation"):
@@ -80,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "peers":
         check_peers_args(command, args)
         run_peers(args)
+    elif args.command == "q-average":
+        check_q_average_args(command, args)
+        run_q_average(args)
+    elif args.command == "compare":
+        run_compare(args, parse_results(command, args.results))
     else:
         for option in ("steps", "rounds"):
             _require_positive(command, args, option)

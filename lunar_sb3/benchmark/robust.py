@@ -5,7 +5,8 @@ Each seed is one ``python -m rl_zoo3.train --algo soft_dqn --env LunarLander-v2 
 for a run number; ``--eval-freq -1`` because the preset's ``LandingEvalCallback`` does the evaluating). Then the
 model ``--load-best`` would show (the run's ``best_model.zip``, else the final model) plays ``--eval-episodes``
 greedy episodes on seeds 50,000 + 1,000·S + i, which no selection saw: the preset's ``LandingEvalCallback`` picks
-the best model on seeds 20,000 + i (i < 50), so the test episodes are disjoint from the selection's for any seed.
+the best model on seeds 20,000 + i and confirms it on 30,000 + i (i < 100), so for any S the test episodes are
+disjoint from both.
 """
 
 from __future__ import annotations
