@@ -59,10 +59,24 @@ def is_intact(checkpoint: str | Path) -> bool:
     return True
 
 
+def checkpoint_steps(path: str | Path) -> int:
+    """``rl_model_8000_steps.zip`` → 8000."""
+    match = _CHECKPOINT.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named like a checkpoint (<prefix>_<steps>_steps.zip)")
+    return int(match["steps"])
+
+
+def intact_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """Every intact checkpoint in ``folder`` as (env steps, path), oldest first."""
+    found = [(checkpoint_steps(path), path) for path in Path(folder).glob("*_steps.zip") if is_checkpoint(path)]
+    return sorted(entry for entry in found if is_intact(entry[1]))
+
+
 def newest_intact_checkpoint(folder: str | Path) -> Path | None:
     """The intact checkpoint with the most env steps in ``folder``, or None."""
     candidates = [path for path in Path(folder).glob("*_steps.zip") if is_checkpoint(path)]
-    candidates.sort(key=lambda path: int(_CHECKPOINT.fullmatch(path.name)["steps"]), reverse=True)  # type: ignore[index]
+    candidates.sort(key=checkpoint_steps, reverse=True)
     return next((path for path in candidates if is_intact(path)), None)
 
 

@@ -18,7 +18,7 @@ import torch as th
 
 from lunar_sb3 import LandingEvalCallback, SoftUpdateDQN
 from lunar_sb3.benchmark.compare import compare
-from lunar_sb3.benchmark.q_average import QAveragePolicy
+from lunar_sb3.benchmark.q_average import KEPT_NEIGHBOURS, QAveragePolicy, variant_models
 from lunar_sb3.evaluation import GOAL, evaluate_model, load_model
 
 ENV_ID = "LunarLander-v2"
@@ -67,6 +67,47 @@ def test_one_model_acts_like_its_own_predict(kwargs: dict[str, Any]) -> None:
     assert (QAveragePolicy([model]).predict(observations)[0] == actions).all()
 
 
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.zip"
+    SoftUpdateDQN("MlpPolicy", ENV_ID, learning_starts=10**9, buffer_size=100, seed=0).save(path)
+    return path
+
+
+def fake_run(folder: Path, saved_model: Path, steps: list[int], kept: bool = True) -> Path:
+    """A run folder with intact checkpoints at ``steps`` (copies of one model, each with its marker)."""
+    folder.mkdir()
+    for n in steps:
+        (folder / f"rl_model_{n}_steps.zip").write_bytes(saved_model.read_bytes())
+        (folder / f"rl_model_{n}_steps.complete").touch()
+    if kept:
+        (folder / "best_model.zip").write_bytes(saved_model.read_bytes())
+    return folder
+
+
+def test_the_kept_models_neighbours_are_the_nearest_checkpoints(tmp_path: Path, saved_model: Path) -> None:
+    """Checkpoints every 10k, evaluations every 25k, one checkpoint missing: the nearest before and after, not ±25k."""
+    run = fake_run(tmp_path / "run", saved_model, [100_000, 110_000, 130_000, 140_000])
+    variants, missing = variant_models(run, 125_000, [1, 3, 5])
+    assert [p.name for p in variants[KEPT_NEIGHBOURS]] == [
+        "rl_model_110000_steps.zip", "best_model.zip", "rl_model_130000_steps.zip"
+    ]  # fmt: skip
+    assert [p.name for p in variants["last_3"]] == [f"rl_model_{n}_steps.zip" for n in (110_000, 130_000, 140_000)]
+    assert missing == ["last_5: only 4 checkpoints"]
+    (run / "rl_model_140000_steps.complete").unlink()  # a checkpoint whose writing never finished does not count
+    assert [p.name for p in variant_models(run, 125_000, [1])[0]["last_1"]] == ["rl_model_130000_steps.zip"]
+
+
+def test_a_kept_model_at_the_last_checkpoint_has_no_neighbours_and_says_so(tmp_path: Path, saved_model: Path) -> None:
+    run = fake_run(tmp_path / "run", saved_model, [25_000, 50_000])
+    variants, missing = variant_models(run, 50_000, [1])
+    assert KEPT_NEIGHBOURS not in variants and missing == [
+        f"{KEPT_NEIGHBOURS}: no checkpoint after the kept model (50,000 steps)"
+    ]
+    no_kept = fake_run(tmp_path / "no_kept", saved_model, [25_000, 50_000], kept=False)
+    assert variant_models(no_kept, None, [1])[1] == [f"{KEPT_NEIGHBOURS}: no kept model"]
+
+
 def test_robust_save_freq_then_q_average_then_compare(tmp_path: Path) -> None:
     """The lever pipeline as run for results/robust: checkpoints without memories, the last one replayed exactly."""
     check(python("-m", "lunar_sb3.benchmark", "robust", "--quick", "--seeds", "1", "--seed0", "4",
@@ -83,7 +124,8 @@ def test_robust_save_freq_then_q_average_then_compare(tmp_path: Path) -> None:
     check(python("-m", "lunar_sb3.benchmark", "q-average", "runs", "--last", "1", "2", "--out", "qa", cwd=tmp_path))
     last_1 = json.loads((tmp_path / "qa" / "last_1" / "robust.json").read_text())["runs"][0]
     last_2 = json.loads((tmp_path / "qa" / "last_2" / "robust.json").read_text())["runs"][0]
-    assert last_1["model"] == "mean Q of rl_model_2000_steps" and last_2["model"].count("rl_model_") == 2
+    assert last_1["model"] == "mean Q of rl_model_2000_steps"
+    assert last_2["model"] == "mean Q of rl_model_1000_steps, rl_model_2000_steps"
     final = load_model(run / f"{ENV_ID}.zip")  # the 2,000-step checkpoint is the final model
     alone = evaluate_model(final, ENV_ID, n_episodes=2, seed=last_1["test_seeds"][0])
     assert last_1["returns"] == [round(r, 2) for r in alone["episodes"]["returns"]]
@@ -102,6 +144,8 @@ def test_robust_save_freq_then_q_average_then_compare(tmp_path: Path) -> None:
         (["compare", "a=missing.json", "b=missing.json", "--out", "o"], "a=missing.json: no such file"),
         (["compare", "a=r.json", "--out", "o"], "at least one result to compare"),
         (["compare", "a=r.json", "a=r.json", "--out", "o"], "label 'a' given twice"),
+        (["compare", "a=r.json", "b=r.json", "--out", "r.json"], "is an existing file"),
+        (["compare", "a|b=r.json", "b=r.json", "--out", "o"], "no '|'"),
         (["q-average", "nowhere", "--out", "o"], "nowhere: no robust.json"),
         (["robust", "--save-freq", "0"], "--save-freq must be >= 1"),
     ],
@@ -119,7 +163,7 @@ def write_result(path: Path, per_seed: dict[int, tuple[float, float, float]]) ->
         shares = {"landed": landed, "landed_off_pad": 0.0, "crashed": crashed, "out_of_bounds": 0.0}
         shares["timeout"] = 1.0 - landed - crashed
         evaluation = {"return_mean": mean, "solved_share": 1.0 if mean >= 200 else 0.0, "outcome_shares": shares}
-        runs.append({"seed": seed, "evaluation": evaluation, "returns": [mean] * 4})
+        runs.append({"seed": seed, "evaluation": evaluation, "returns": [mean] * 4, "test_seeds": [seed, seed + 3]})
     runs.append({"seed": 99, "error": "rl_zoo3.train exited with 1"})
     path.write_text(json.dumps({"meta": {}, "runs": runs}))
     return path
@@ -130,6 +174,7 @@ def test_compare_counts_the_goal_per_seed_on_shared_seeds_only(tmp_path: Path) -
     lever = write_result(tmp_path / "b.json", {1: (271, 0.99, 0.0), 2: (290, 1.0, 0.01), 4: (300, 1.0, 0.0)})
     report = compare({"preset": baseline, "lever": lever})
     assert report["seeds"] == [1, 2]  # seed 3 and 4 trained in one result only, seed 99 failed
+    assert report["dropped_seeds"] == {"preset": [3], "lever": [4]}
     assert report["rows"]["preset"]["goal_met_seeds"] == [1]  # seed 2: 97 % landed
     assert report["rows"]["lever"]["goal_met_seeds"] == [1]  # seed 2: a crash
     assert report["rows"]["preset"]["worst_seed"] == 2 and report["rows"]["lever"]["worst_seed"] == 1
@@ -137,6 +182,20 @@ def test_compare_counts_the_goal_per_seed_on_shared_seeds_only(tmp_path: Path) -
     assert report["rows"]["preset"]["p_return_better"] is None
     # landed 0.99 vs the baseline's (0.99, 0.97): a tie (½) and a win; 1.0 vs both: two wins; 3.5 of 4 pairs
     assert report["rows"]["lever"]["p_landed_better"][0] == pytest.approx(0.875)
+
+
+def test_compare_refuses_results_it_cannot_compare(tmp_path: Path) -> None:
+    baseline = write_result(tmp_path / "a.json", {1: (272, 0.99, 0.0)})
+    other = json.loads(baseline.read_text())
+    other["runs"][0]["test_seeds"] = [0, 99]  # the same training seed, tested on other episodes
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="seed 1 was tested on different episodes"):
+        compare({"a": baseline, "b": tmp_path / "b.json"})
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(ValueError, match="c.json: not a robust.json"):
+        compare({"a": baseline, "c": tmp_path / "c.json"})
+    proc = python("-m", "lunar_sb3.benchmark", "compare", "a=a.json", "c=c.json", "--out", "o", cwd=tmp_path)
+    assert proc.returncode == 1 and "c.json: not a robust.json" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_the_goal_is_the_landing_callbacks_default_bar() -> None:

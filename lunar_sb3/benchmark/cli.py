@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         check_q_average_args(command, args)
         run_q_average(args)
     elif args.command == "compare":
-        run_compare(args, parse_results(command, args.results))
+        run_compare(args, parse_results(command, args.results, args.out))
     else:
         for option in ("steps", "rounds"):
             _require_positive(command, args, option)

@@ -20,7 +20,7 @@ import numpy as np
 
 from lunar_sb3.benchmark.ablation import iqm_with_ci, probability_of_improvement
 from lunar_sb3.evaluation import GOAL, meets_bar
-from lunar_sb3.outputs import write_text_atomic
+from lunar_sb3.outputs import OutputError, check_writable_folder, write_text_atomic
 from lunar_sb3.pictures import outcome_chart
 
 COMPARE_FILES = ("compare.json", "compare.md", "compare_outcomes.png")
@@ -36,8 +36,9 @@ def add_compare_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_results(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Path]:
-    """{label: robust.json} from LABEL=PATH arguments, with one-line errors for malformed or missing ones."""
+def parse_results(parser: argparse.ArgumentParser, pairs: list[str], out: str) -> dict[str, Path]:
+    """{label: robust.json} from LABEL=PATH arguments; one-line errors for malformed or missing ones, or for an
+    ``out`` folder that cannot take the results."""
     results: dict[str, Path] = {}
     for pair in pairs:
         label, sep, path = pair.partition("=")
@@ -45,18 +46,27 @@ def parse_results(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str
             parser.error(f"{pair!r}: expected LABEL=PATH, e.g. preset=results/robust/v2/robust.json")
         if label in results:
             parser.error(f"label {label!r} given twice")
+        if "|" in label:
+            parser.error(f"label {label!r}: no '|' (it would break the markdown table)")
         if not Path(path).is_file():
             parser.error(f"{label}={path}: no such file")
         results[label] = Path(path)
     if len(results) < 2:
         parser.error("give a baseline and at least one result to compare with it")
+    try:
+        check_writable_folder(out, COMPARE_FILES)
+    except OutputError as error:
+        parser.error(str(error))
     return results
 
 
 def seed_runs(path: Path) -> dict[int, dict[str, Any]]:
-    """{seed: run record} of the seeds that trained and were tested."""
-    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
-    return {r["seed"]: r for r in runs if "error" not in r}
+    """{seed: run record} of the seeds that trained and were tested; ValueError naming the file if it is not one."""
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+        return {r["seed"]: r for r in runs if "error" not in r and r["evaluation"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a robust.json of `benchmark robust` ({type(error).__name__}: {error})") from None
 
 
 def compare(results: dict[str, Path]) -> dict[str, Any]:
@@ -65,6 +75,11 @@ def compare(results: dict[str, Path]) -> dict[str, Any]:
     seeds = sorted(set.intersection(*(set(r) for r in runs.values())))
     if not seeds:
         raise ValueError("the results share no trained seed")
+    for seed in seeds:
+        episodes = {label: runs[label][seed].get("test_seeds") for label in results}
+        if len({str(e) for e in episodes.values()}) > 1:
+            raise ValueError(f"seed {seed} was tested on different episodes: {episodes}")
+    dropped = {label: sorted(set(r) - set(seeds)) for label, r in runs.items() if set(r) - set(seeds)}
     baseline = next(iter(results))
     per_seed = {
         quantity: {
@@ -94,7 +109,7 @@ def compare(results: dict[str, Path]) -> dict[str, Any]:
             "p_landed_better": None if label == baseline else list(better["landed"][label]),
             "return_mean": float(returns.mean()),
             "return_std": float(returns.std()),
-            "solved_share": float(np.mean(returns >= 200)),
+            "solved_share": float(np.mean([e["solved_share"] for e in evaluations])),
             "outcome_shares": {
                 name: float(np.mean([e["outcome_shares"][name] for e in evaluations]))
                 for name in evaluations[0]["outcome_shares"]
@@ -103,7 +118,7 @@ def compare(results: dict[str, Path]) -> dict[str, Any]:
             "worst_seed": worst,
             "evaluations": evaluations,
         }
-    return {"baseline": baseline, "seeds": seeds, "goal": GOAL, "rows": rows}
+    return {"baseline": baseline, "seeds": seeds, "dropped_seeds": dropped, "goal": GOAL, "rows": rows}
 
 
 def compare_markdown(report: dict[str, Any]) -> str:
@@ -117,6 +132,10 @@ def compare_markdown(report: dict[str, Any]) -> str:
         f"Seeds {', '.join(map(str, seeds))} (those every result trained); baseline: {report['baseline']}. IQM over "
         "seeds with 95 % stratified-bootstrap CIs (rliable); P(better): chance a seed of the row beats a seed of the "
         "baseline. Goal per seed: mean >= 270, >= 98 % landed, >= 98 % of episodes >= 200, no crash.",
+        *[
+            f"Left out of {label}: seeds {', '.join(map(str, dropped))} (not in every result)."
+            for label, dropped in report["dropped_seeds"].items()
+        ],
         "",
         "| result | IQM mean return | P(return better) | IQM landed | P(landed better) | return mean ± std | ≥ 200 "
         "| landed | crashed | timeout | goal met on | worst seed (landed) |",
@@ -140,11 +159,11 @@ def compare_markdown(report: dict[str, Any]) -> str:
 def run_compare(args: argparse.Namespace, results: dict[str, Path]) -> None:
     """``python -m lunar_sb3.benchmark compare``: write compare.json, compare.md and one outcome chart."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         report = compare(results)
     except ValueError as error:
         sys.exit(f"python -m lunar_sb3.benchmark compare: error: {error}")
+    out.mkdir(parents=True, exist_ok=True)
     report["meta"] = {
         "command": "python -m lunar_sb3.benchmark " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -23,13 +22,13 @@ import numpy as np
 import torch as th
 
 from lunar_sb3.benchmark.robust import aggregate, first_test_seed, robust_table
+from lunar_sb3.checkpoints import intact_checkpoints
 from lunar_sb3.evaluation import evaluate_model, load_model
 from lunar_sb3.landing_eval import BEST_MODEL_FILE
-from lunar_sb3.outputs import write_text_atomic
+from lunar_sb3.outputs import OutputError, check_writable_folder, write_text_atomic
 
-CHECKPOINT = re.compile(r"rl_model_(?P<steps>\d+)_steps\.zip")
 KEPT_NEIGHBOURS = "kept_pm1"
-"""The variant averaging the kept model with the checkpoints one ``--save-freq`` before and after it."""
+"""The variant averaging the kept model with the nearest checkpoints before and after it."""
 
 
 class QAveragePolicy:
@@ -73,29 +72,34 @@ def check_q_average_args(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error(f"{args.runs}: no robust.json (run `benchmark robust --save-freq N --out {args.runs}` first)")
     if any(k < 1 for k in args.last):
         parser.error(f"--last takes counts >= 1, got {args.last}")
+    try:
+        check_writable_folder(args.out)  # before the evaluations, not after
+    except OutputError as error:
+        parser.error(str(error))
 
 
-def checkpoints(run: Path) -> list[tuple[int, Path]]:
-    """A run's complete ``--save-freq`` checkpoints, (env steps, path), oldest first."""
-    found = []
-    for path in run.glob("rl_model_*_steps.zip"):
-        match = CHECKPOINT.fullmatch(path.name)
-        if match and path.with_suffix(".complete").is_file():
-            found.append((int(match["steps"]), path))
-    return sorted(found)
-
-
-def variant_models(run: Path, best_at: int | None, last: list[int]) -> dict[str, list[Path]]:
-    """Per variant name, the model files whose Q-values it averages."""
-    saved = checkpoints(run)
-    variants = {f"last_{k}": [path for _, path in saved[-k:]] for k in last if len(saved) >= k}
-    by_steps = dict(saved)
-    if best_at is not None and (run / BEST_MODEL_FILE).is_file():
-        step = saved[1][0] - saved[0][0] if len(saved) > 1 else None
-        around = [by_steps.get(best_at - step), run / BEST_MODEL_FILE, by_steps.get(best_at + step)] if step else []
-        if all(around):
-            variants[KEPT_NEIGHBOURS] = around  # type: ignore[assignment]
-    return variants
+def variant_models(run: Path, best_at: int | None, last: list[int]) -> tuple[dict[str, list[Path]], list[str]]:
+    """Per variant name, the model files whose Q-values it averages; and why a variant is missing, if one is."""
+    saved = intact_checkpoints(run)
+    variants: dict[str, list[Path]] = {}
+    missing: list[str] = []
+    for k in last:
+        if len(saved) >= k:
+            variants[f"last_{k}"] = [path for _, path in saved[-k:]]
+        else:
+            missing.append(f"last_{k}: only {len(saved)} checkpoints")
+    kept = run / BEST_MODEL_FILE
+    before = [path for steps, path in saved if best_at is not None and steps < best_at]
+    after = [path for steps, path in saved if best_at is not None and steps > best_at]
+    if best_at is None or not kept.is_file():
+        missing.append(f"{KEPT_NEIGHBOURS}: no kept model")
+    elif not (before and after):
+        missing.append(
+            f"{KEPT_NEIGHBOURS}: no checkpoint {'before' if not before else 'after'} the kept model ({best_at:,} steps)"
+        )
+    else:
+        variants[KEPT_NEIGHBOURS] = [before[-1], kept, after[0]]
+    return variants, missing
 
 
 def run_q_average(args: argparse.Namespace) -> None:
@@ -106,9 +110,15 @@ def run_q_average(args: argparse.Namespace) -> None:
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for record in source["runs"]:
         if "error" in record:
+            print(f"seed {record['seed']}: skipped, its training failed ({record['error']})", flush=True)
             continue
         run = Path(record["run"])
-        for name, files in variant_models(run, record.get("best_at"), args.last).items():
+        if not run.is_dir():
+            sys.exit(f"python -m lunar_sb3.benchmark q-average: error: seed {record['seed']}'s run {run} is gone")
+        variants, missing = variant_models(run, record.get("best_at"), args.last)
+        for reason in missing:
+            print(f"seed {record['seed']}: no {reason}", flush=True)
+        for name, files in variants.items():
             policy = QAveragePolicy([load_model(path) for path in files])
             result = evaluate_model(policy, n_episodes=episodes, seed=first_test_seed(record["seed"]))  # type: ignore[arg-type]
             returns = result["episodes"]["returns"]
