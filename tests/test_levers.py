@@ -163,7 +163,8 @@ def write_result(path: Path, per_seed: dict[int, tuple[float, float, float]]) ->
         shares = {"landed": landed, "landed_off_pad": 0.0, "crashed": crashed, "out_of_bounds": 0.0}
         shares["timeout"] = 1.0 - landed - crashed
         evaluation = {"return_mean": mean, "solved_share": 1.0 if mean >= 200 else 0.0, "outcome_shares": shares}
-        runs.append({"seed": seed, "evaluation": evaluation, "returns": [mean] * 4, "test_seeds": [seed, seed + 3]})
+        record = {"evaluation": evaluation, "returns": [mean] * 4, "test_seeds": [seed, seed + 3]}
+        runs.append({"seed": seed, "steps": 1000 * seed, "wall_seconds": 10.0 * seed, **record})
     runs.append({"seed": 99, "error": "rl_zoo3.train exited with 1"})
     path.write_text(json.dumps({"meta": {}, "runs": runs}))
     return path
@@ -179,6 +180,7 @@ def test_compare_counts_the_goal_per_seed_on_shared_seeds_only(tmp_path: Path) -
     assert report["rows"]["lever"]["goal_met_seeds"] == [1]  # seed 2: a crash
     assert report["rows"]["preset"]["worst_seed"] == 2 and report["rows"]["lever"]["worst_seed"] == 1
     assert report["rows"]["lever"]["return_mean"] == pytest.approx((271 + 290) / 2)
+    assert (report["rows"]["lever"]["steps_median"], report["rows"]["lever"]["wall_seconds_median"]) == (1500, 15)
     assert report["rows"]["preset"]["p_return_better"] is None
     # landed 0.99 vs the baseline's (0.99, 0.97): a tie (½) and a win; 1.0 vs both: two wins; 3.5 of 4 pairs
     assert report["rows"]["lever"]["p_landed_better"][0] == pytest.approx(0.875)

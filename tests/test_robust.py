@@ -214,6 +214,7 @@ def test_preset_trains_through_the_zoo_and_the_zoo_eval_leaves_best_model_alone(
     run = tmp_path / "logs" / "soft_dqn" / f"{ENV_ID}_1"
     model = SoftUpdateDQN.load(run / f"{ENV_ID}.zip", device="cpu")
     assert model.num_timesteps == 2000 and model.double_q and model.exploration_final_eps == 0.0
+    assert model.n_steps == 3 and not model.dueling
     assert model.policy_kwargs["net_arch"] == [256, 256]
     assert "lunar_sb3.LandingEvalCallback" in (run / ENV_ID / "config.yml").read_text()
     assert (run / "evaluations.npz").is_file()  # the zoo's own evaluation still ran ...

@@ -115,6 +115,8 @@ def compare(results: dict[str, Path]) -> dict[str, Any]:
                 for name in evaluations[0]["outcome_shares"]
             },
             "goal_met_seeds": goal_met,
+            "steps_median": float(np.median([runs[label][s]["steps"] for s in seeds])),
+            "wall_seconds_median": float(np.median([runs[label][s]["wall_seconds"] for s in seeds])),
             "worst_seed": worst,
             "evaluations": evaluations,
         }
@@ -138,8 +140,8 @@ def compare_markdown(report: dict[str, Any]) -> str:
         ],
         "",
         "| result | IQM mean return | P(return better) | IQM landed | P(landed better) | return mean ± std | ≥ 200 "
-        "| landed | crashed | timeout | goal met on | worst seed (landed) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| landed | crashed | timeout | goal met on | worst seed (landed) | env steps (median) | wall s (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, row in report["rows"].items():
         shares = row["outcome_shares"]
@@ -151,7 +153,8 @@ def compare_markdown(report: dict[str, Any]) -> str:
             f"| {'—' if row['p_landed_better'] is None else interval(row['p_landed_better'], '{:.2f}')} "
             f"| {row['return_mean']:.1f} ± {row['return_std']:.1f} | {row['solved_share']:.0%} "
             f"| {shares['landed']:.1%} | {shares['crashed']:.1%} | {shares['timeout']:.1%} "
-            f"| {len(row['goal_met_seeds'])}/{len(seeds)} | {row['worst_seed']} ({worst:.0%}) |"
+            f"| {len(row['goal_met_seeds'])}/{len(seeds)} | {row['worst_seed']} ({worst:.0%}) "
+            f"| {row['steps_median']:,.0f} | {row['wall_seconds_median']:.0f} |"
         )
     return "\n".join(lines)
 
