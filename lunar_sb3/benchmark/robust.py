@@ -27,7 +27,7 @@ import torch as th
 from tqdm import tqdm
 
 from lunar_sb3.envs import LAB_ENV_ID
-from lunar_sb3.evaluation import evaluate_model, load_model
+from lunar_sb3.evaluation import GOAL, evaluate_model, load_model, meets_bar
 from lunar_sb3.landing import OUTCOMES
 from lunar_sb3.landing_eval import BEST_MODEL_FILE, HISTORY_FILE
 from lunar_sb3.outputs import RUN_NAME, write_text_atomic
@@ -375,7 +375,28 @@ def robust_table(runs: list[dict[str, Any]]) -> str:
             f"± {total['seed_return_mean_std']:.1f} (mean ± std over {total['seeds']} seeds); "
             f"{total['episodes']} test episodes in all."
         )
+        rows.append(goal_line(runs))
     return "\n".join(rows)
+
+
+def goal_line(runs: list[dict[str, Any]]) -> str:
+    """On how many seeds the goal holds, the worst seed, and the IQM over seeds with 95 % bootstrap CIs."""
+    from lunar_sb3.benchmark.ablation import iqm_with_ci
+
+    done = sorted((r for r in runs if "error" not in r), key=lambda r: r["seed"])
+    met = [r["seed"] for r in done if meets_bar(r["evaluation"], **GOAL)]
+    worst = min(done, key=lambda r: (r["evaluation"]["outcome_shares"]["landed"], r["evaluation"]["return_mean"]))
+    per_seed = {
+        "return": np.array([r["evaluation"]["return_mean"] for r in done]),
+        "landed": np.array([100 * r["evaluation"]["outcome_shares"]["landed"] for r in done]),
+    }
+    iqm = {name: iqm_with_ci({name: values})[name] for name, values in per_seed.items()}
+    return (
+        f"Goal (mean >= 270, >= 98 % landed and >= 200, no crash) met on {len(met)} of {len(done)} seeds; worst seed "
+        f"{worst['seed']} ({worst['evaluation']['return_mean']:.1f}, landed "
+        f"{worst['evaluation']['outcome_shares']['landed']:.0%}). IQM over seeds with 95 % stratified-bootstrap CIs: "
+        "mean return {:.1f} [{:.1f}, {:.1f}], landed {:.1f} % [{:.1f}, {:.1f}].".format(*iqm["return"], *iqm["landed"])
+    )
 
 
 def _row(seed: str, model: str, steps: str, bar: str, seconds: str, e: dict[str, Any]) -> str:
