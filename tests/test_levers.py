@@ -206,7 +206,7 @@ def test_the_goal_is_the_landing_callbacks_default_bar() -> None:
 
 def test_intervals_are_reproducible_and_robust_md_names_the_goal_and_worst_seed(tmp_path: Path) -> None:
     from lunar_sb3.benchmark.ablation import iqm_with_ci
-    from lunar_sb3.benchmark.robust import goal_line
+    from lunar_sb3.benchmark.robust_report import goal_line
 
     values = {"a": np.array([1.0, 5.0, 2.0, 8.0, 3.0])}
     assert iqm_with_ci(values) == iqm_with_ci(values)  # a seeded bootstrap: a table written twice is the same table

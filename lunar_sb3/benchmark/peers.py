@@ -29,13 +29,8 @@ from sb3_contrib import QRDQN
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from lunar_sb3.benchmark.robust import (
-    MAX_EVAL_EPISODES,
-    SHORT_NAMES,
-    TEST_SEED_BASE,
-    TEST_SEED_STRIDE,
-    first_test_seed,
-)
+from lunar_sb3.benchmark.robust import MAX_EVAL_EPISODES, TEST_SEED_BASE, TEST_SEED_STRIDE, first_test_seed
+from lunar_sb3.benchmark.robust_report import SHORT_NAMES
 from lunar_sb3.evaluation import evaluate_model, find_vec_normalize, load_vec_normalize
 from lunar_sb3.landing import OUTCOMES
 from lunar_sb3.outputs import RUN_NAME, OutputError, check_writable_folder, write_text_atomic

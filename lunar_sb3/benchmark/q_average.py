@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from lunar_sb3.benchmark.robust import aggregate, first_test_seed, robust_table
+from lunar_sb3.benchmark.robust import first_test_seed
+from lunar_sb3.benchmark.robust_report import aggregate, robust_table
 from lunar_sb3.checkpoints import intact_checkpoints
 from lunar_sb3.evaluation import evaluate_model, load_model
 from lunar_sb3.landing_eval import BEST_MODEL_FILE

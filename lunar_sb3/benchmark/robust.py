@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -22,21 +21,20 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch as th
 from tqdm import tqdm
 
+from lunar_sb3.benchmark.robust_report import aggregate, robust_table
 from lunar_sb3.envs import LAB_ENV_ID
-from lunar_sb3.evaluation import GOAL, evaluate_model, load_model, meets_bar
-from lunar_sb3.landing import OUTCOMES
+from lunar_sb3.evaluation import evaluate_model, load_model
 from lunar_sb3.landing_eval import BEST_MODEL_FILE, HISTORY_FILE
 from lunar_sb3.outputs import RUN_NAME, write_text_atomic
 from lunar_sb3.pictures import outcome_chart
 
 ROBUST_FILES = ("robust.json", "robust.md", "robust_outcomes.png")
+"""What ``robust`` writes into ``--out`` (beside ``logs/``, the zoo's run folders)."""
 RESULT_FILE = "result.json"
 """One seed's record, written into ``logs/seed_<S>`` when it is done: a repeated command resumes after it."""
-"""What ``robust`` writes into ``--out`` (beside ``logs/``, the zoo's run folders)."""
 TEST_SEED_BASE, TEST_SEED_STRIDE = 50_000, 1_000
 """Final-test episode i of training seed S is reset with seed 50,000 + 1,000·S + i (i < 1,000)."""
 MAX_EVAL_EPISODES = TEST_SEED_STRIDE
@@ -44,13 +42,6 @@ QUICK_CALLBACK = (
     "[{'lunar_sb3.LandingEvalCallback': {'eval_freq': 1000, 'n_eval_episodes': 2, 'n_confirm_episodes': 2}}]"
 )
 """``--quick``: evaluate every 1,000 steps on 2 episodes (confirm on 2), so that a 2,000-step run has a best model."""
-SHORT_NAMES = {
-    "landed": "landed",
-    "landed_off_pad": "off pad",
-    "crashed": "crashed",
-    "out_of_bounds": "out",
-    "timeout": "timeout",
-}
 
 
 def add_robust_parser(commands: Any) -> argparse.ArgumentParser:
@@ -306,107 +297,3 @@ def run_robust(args: argparse.Namespace) -> None:
             f"python -m lunar_sb3.benchmark robust: error: {len(failed)} of {len(runs)} training runs failed "
             f"(see {out / 'logs'}/seed_<S>/train.log): " + "; ".join(f"seed {r['seed']}: {r['error']}" for r in failed)
         )
-
-
-def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Over the seeds that trained: pooled episodes (each seed has as many), per-seed means, medians of costs."""
-    done = [r for r in runs if "error" not in r]
-    if not done:
-        return None
-    returns = np.concatenate([r["returns"] for r in done])
-    means = [r["evaluation"]["return_mean"] for r in done]
-    evaluations = [r["evaluation"] for r in done]
-    return {
-        "seeds": len(done),
-        "episodes": int(returns.size),
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "seed_return_mean": float(np.mean(means)),
-        "seed_return_mean_std": float(np.std(means)),
-        "solved_share": float(np.mean(returns >= 200)),
-        "return_min": float(returns.min()),
-        "outcome_shares": {name: float(np.mean([e["outcome_shares"][name] for e in evaluations])) for name in OUTCOMES},
-        "main_engine_fires_mean": float(np.mean([e["main_engine_fires_mean"] for e in evaluations])),
-        "side_engine_fires_mean": float(np.mean([e["side_engine_fires_mean"] for e in evaluations])),
-        "wall_seconds_median": float(statistics.median(r["wall_seconds"] for r in done)),
-        "steps_median": float(statistics.median(r["steps"] for r in done)),
-        "bar_met": sum(r["bar_met_at"] is not None for r in done),
-    }
-
-
-def robust_table(runs: list[dict[str, Any]]) -> str:
-    """Markdown: one row per seed and one for all seeds (pooled test episodes)."""
-    outcome_columns = " | ".join(SHORT_NAMES[name] for name in OUTCOMES)
-    rows = [
-        f"| seed | model tested | env steps trained | bar met at | wall s | return mean ± std | ≥ 200 | worst "
-        f"| {outcome_columns} | main / side fires |",
-        "|" + "---|" * (8 + len(OUTCOMES) + 1),
-    ]
-    for r in runs:
-        if "error" in r:
-            error = r["error"].replace("|", "\\|")
-            rows.append(f"| {r['seed']} | training failed: {error} |")
-            continue
-        rows.append(
-            _row(
-                str(r["seed"]),
-                r["model"],
-                f"{r['steps']:,}",
-                _steps(r["bar_met_at"]),
-                f"{r['wall_seconds']:.0f}",
-                r["evaluation"],
-            )
-        )
-    total = aggregate(runs)
-    if total is not None and total["seeds"] > 1:
-        rows.append(
-            _row(
-                f"all ({total['seeds']})",
-                "",
-                f"{total['steps_median']:,.0f} (median)",
-                f"{total['bar_met']}/{total['seeds']}",
-                f"{total['wall_seconds_median']:.0f} (median)",
-                total,
-            )
-        )
-        rows.append("")
-        rows.append(
-            f"Per-seed mean return: {total['seed_return_mean']:.1f} "
-            f"± {total['seed_return_mean_std']:.1f} (mean ± std over {total['seeds']} seeds); "
-            f"{total['episodes']} test episodes in all."
-        )
-        rows.append(goal_line(runs))
-    return "\n".join(rows)
-
-
-def goal_line(runs: list[dict[str, Any]]) -> str:
-    """On how many seeds the goal holds, the worst seed, and the IQM over seeds with 95 % bootstrap CIs."""
-    from lunar_sb3.benchmark.ablation import iqm_with_ci
-
-    done = sorted((r for r in runs if "error" not in r), key=lambda r: r["seed"])
-    met = [r["seed"] for r in done if meets_bar(r["evaluation"], **GOAL)]
-    worst = min(done, key=lambda r: (r["evaluation"]["outcome_shares"]["landed"], r["evaluation"]["return_mean"]))
-    per_seed = {
-        "return": np.array([r["evaluation"]["return_mean"] for r in done]),
-        "landed": np.array([100 * r["evaluation"]["outcome_shares"]["landed"] for r in done]),
-    }
-    iqm = {name: iqm_with_ci({name: values})[name] for name, values in per_seed.items()}
-    return (
-        f"Goal (mean >= 270, >= 98 % landed and >= 200, no crash) met on {len(met)} of {len(done)} seeds; worst seed "
-        f"{worst['seed']} ({worst['evaluation']['return_mean']:.1f}, landed "
-        f"{worst['evaluation']['outcome_shares']['landed']:.0%}). IQM over seeds with 95 % stratified-bootstrap CIs: "
-        "mean return {:.1f} [{:.1f}, {:.1f}], landed {:.1f} % [{:.1f}, {:.1f}].".format(*iqm["return"], *iqm["landed"])
-    )
-
-
-def _row(seed: str, model: str, steps: str, bar: str, seconds: str, e: dict[str, Any]) -> str:
-    shares = " | ".join(f"{100 * e['outcome_shares'][name]:.0f} %" for name in OUTCOMES)
-    return (
-        f"| {seed} | {model} | {steps} | {bar} | {seconds} | {e['return_mean']:.1f} ± {e['return_std']:.1f} "
-        f"| {100 * e['solved_share']:.0f} % | {e['return_min']:.0f} | {shares} "
-        f"| {e['main_engine_fires_mean']:.0f} / {e['side_engine_fires_mean']:.0f} |"
-    )
-
-
-def _steps(value: int | None) -> str:
-    return "–" if value is None else f"{value:,}"
