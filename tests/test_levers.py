@@ -214,3 +214,22 @@ def test_intervals_are_reproducible_and_robust_md_names_the_goal_and_worst_seed(
     line = goal_line(runs["runs"])  # the failed seed 99 is left out
     assert line.startswith("Goal (mean >= 270, >= 98 % landed and >= 200, no crash) met on 1 of 2 seeds; worst seed 2")
     assert "landed 97%" in line and "mean return 273.5 [272.0, 275.0]" in line
+
+
+def test_without_rliable_the_reports_say_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """robust's report still writes its goal line (after hours of training); compare and peers refuse up front."""
+    import argparse
+
+    from lunar_sb3.benchmark import ablation
+    from lunar_sb3.benchmark.compare import parse_results
+    from lunar_sb3.benchmark.robust_report import goal_line
+
+    monkeypatch.setattr(ablation, "stats_available", lambda: False)
+    runs = json.loads(write_result(tmp_path / "r.json", {1: (272, 0.99, 0.0)}).read_text())["runs"]
+    line = goal_line(runs)
+    assert "met on 1 of 1 seeds" in line and line.endswith(
+        'needs the stats extra (rliable): pip install -e ".[stats]".'
+    )
+    parser = argparse.ArgumentParser(prog="compare")
+    with pytest.raises(SystemExit):
+        parse_results(parser, [f"a={tmp_path / 'r.json'}", f"b={tmp_path / 'r.json'}"], str(tmp_path / "o"))

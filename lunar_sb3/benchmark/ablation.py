@@ -8,6 +8,7 @@ rather than vanishing from the sample. The learning curves are IQMs across seeds
 """
 
 import argparse
+import importlib.util
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,20 @@ def _interval_estimates(library: Any, scores: dict[str, Any], func: Any, reps: i
         )
 
 
+STATS_EXTRA = 'the stats extra (rliable): pip install -e ".[stats]"'
+"""What IQM and bootstrap intervals need; the training itself does not."""
+
+
+def stats_available() -> bool:
+    """Whether rliable is installed, so that reports can say so before hours of training rather than after."""
+    return importlib.util.find_spec("rliable") is not None
+
+
 def _rliable() -> tuple[Any, Any]:
     try:
         from rliable import library, metrics
-    except ImportError as error:  # an optional extra: the training itself does not need it
-        raise SystemExit(
-            f'python -m lunar_sb3.benchmark ablation: error: needs the stats extra ({error}); pip install -e ".[stats]"'
-        ) from None
+    except ImportError as error:
+        raise SystemExit(f"python -m lunar_sb3.benchmark: error: needs {STATS_EXTRA} ({error})") from None
     return library, metrics
 
 

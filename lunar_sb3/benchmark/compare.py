@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from lunar_sb3.benchmark.ablation import iqm_with_ci, probability_of_improvement
+from lunar_sb3.benchmark import ablation
+from lunar_sb3.benchmark.ablation import STATS_EXTRA, iqm_with_ci, probability_of_improvement
 from lunar_sb3.evaluation import GOAL, meets_bar
 from lunar_sb3.outputs import OutputError, check_writable_folder, write_text_atomic
 from lunar_sb3.pictures import outcome_chart
@@ -39,6 +40,8 @@ def add_compare_parser(commands: Any) -> argparse.ArgumentParser:
 def parse_results(parser: argparse.ArgumentParser, pairs: list[str], out: str) -> dict[str, Path]:
     """{label: robust.json} from LABEL=PATH arguments; one-line errors for malformed or missing ones, or for an
     ``out`` folder that cannot take the results."""
+    if not ablation.stats_available():
+        parser.error(f"needs {STATS_EXTRA}")
     results: dict[str, Path] = {}
     for pair in pairs:
         label, sep, path = pair.partition("=")

@@ -85,6 +85,10 @@ def add_peers_parser(commands: Any) -> argparse.ArgumentParser:
 
 def check_peers_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """One-line usage errors (exit status 2) before any training."""
+    from lunar_sb3.benchmark.ablation import STATS_EXTRA, stats_available
+
+    if not stats_available():  # the report's IQM and intervals, hours after the training started
+        parser.error(f"needs {STATS_EXTRA}")
     for option in ("seeds", "eval_episodes", "jobs") + (("max_steps",) if args.max_steps is not None else ()):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
