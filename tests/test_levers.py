@@ -204,12 +204,9 @@ def test_the_goal_is_the_landing_callbacks_default_bar() -> None:
     assert LandingEvalCallback().stop_bar() == GOAL
 
 
-def test_intervals_are_reproducible_and_robust_md_names_the_goal_and_worst_seed(tmp_path: Path) -> None:
-    from lunar_sb3.benchmark.ablation import iqm_with_ci
+def test_robust_md_names_the_goal_and_worst_seed(tmp_path: Path) -> None:
     from lunar_sb3.benchmark.robust_report import goal_line
 
-    values = {"a": np.array([1.0, 5.0, 2.0, 8.0, 3.0])}
-    assert iqm_with_ci(values) == iqm_with_ci(values)  # a seeded bootstrap: a table written twice is the same table
     runs = json.loads(write_result(tmp_path / "r.json", {1: (272, 0.99, 0.0), 2: (275, 0.97, 0.0)}).read_text())
     line = goal_line(runs["runs"])  # the failed seed 99 is left out
     assert line.startswith("Goal (mean >= 270, >= 98 % landed and >= 200, no crash) met on 1 of 2 seeds; worst seed 2")

@@ -22,7 +22,7 @@ from sb3_contrib import QRDQN
 from stable_baselines3 import PPO
 
 from lunar_sb3 import SoftUpdateDQN
-from lunar_sb3.benchmark.peers import agent_summaries
+from lunar_sb3.benchmark.peers_report import agent_summaries
 from lunar_sb3.landing import OUTCOMES
 from lunar_sb3.pictures import results_by_agent
 

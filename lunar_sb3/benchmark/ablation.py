@@ -9,7 +9,6 @@ rather than vanishing from the sample. The learning curves are IQMs across seeds
 
 import argparse
 import importlib.util
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,6 @@ from lunar_sb3.outputs import atomic_path, write_text_atomic
 ABLATION_AGENTS = ["soft_dqn", "double", "dueling", "prioritized", "nstep3", "rainbow_lite"]
 ABLATION_FILES = ("solve.json", "solve.md", "learning_curves.png", "ablation.md", "ablation_curves.png")
 BOOTSTRAP_REPS = 5000
-BOOTSTRAP_SEED = 0
-"""The bootstrap's own seed: the same results give the same intervals every time a table is written."""
-
-
-def _interval_estimates(library: Any, scores: dict[str, Any], func: Any, reps: int) -> tuple[Any, Any]:
-    """rliable's bootstrap seeded with ``BOOTSTRAP_SEED``. rliable hands its RandomState to arch, and arch >= 7
-    warns that it prefers a Generator; rliable has no other way in, so that one warning is silenced here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        return library.get_interval_estimates(
-            scores, func, reps=reps, random_state=np.random.RandomState(BOOTSTRAP_SEED)
-        )
-
-
 STATS_EXTRA = 'the stats extra (rliable): pip install -e ".[stats]"'
 """What IQM and bootstrap intervals need; the training itself does not."""
 
@@ -76,7 +61,9 @@ def iqm_with_ci(values: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS) -> di
     """IQM and its 95 % stratified-bootstrap interval per agent: {agent: (iqm, low, high)}."""
     library, metrics = _rliable()
     scores = {agent: v.reshape(-1, 1) for agent, v in values.items()}  # rliable: (runs, tasks), one task here
-    points, intervals = _interval_estimates(library, scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps)
+    points, intervals = library.get_interval_estimates(
+        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps
+    )
     return {agent: _point_and_interval(points[agent], intervals[agent]) for agent in values}
 
 
@@ -91,7 +78,7 @@ def probability_of_improvement(
         for agent, v in values.items()
         if agent != baseline
     }
-    points, intervals = _interval_estimates(library, pairs, metrics.probability_of_improvement, reps)
+    points, intervals = library.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps)
     return {agent: _point_and_interval(points[agent], intervals[agent]) for agent in pairs}
 
 
