@@ -20,6 +20,7 @@ import numpy as np
 
 from lunar_sb3.benchmark import ablation
 from lunar_sb3.benchmark.ablation import STATS_EXTRA, iqm_with_ci, probability_of_improvement
+from lunar_sb3.benchmark.robust_report import worst_run
 from lunar_sb3.evaluation import GOAL, meets_bar
 from lunar_sb3.outputs import OutputError, check_writable_folder, write_text_atomic
 from lunar_sb3.pictures import outcome_chart
@@ -103,7 +104,7 @@ def compare(results: dict[str, Path]) -> dict[str, Any]:
         evaluations = [runs[label][s]["evaluation"] for s in seeds]
         returns = np.concatenate([runs[label][s]["returns"] for s in seeds]).astype(float)
         goal_met = [s for s, e in zip(seeds, evaluations, strict=True) if meets_bar(e, **GOAL)]
-        worst = min(seeds, key=lambda s: (runs[label][s]["evaluation"]["outcome_shares"]["landed"], s))
+        worst = worst_run([runs[label][s] for s in seeds])["seed"]
         rows[label] = {
             "source": str(results[label]),
             "return_iqm": list(iqm["return"][label]),

@@ -93,13 +93,18 @@ def robust_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def worst_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run that landed least often; of those, the one with the lowest mean return."""
+    return min(runs, key=lambda r: (r["evaluation"]["outcome_shares"]["landed"], r["evaluation"]["return_mean"]))
+
+
 def goal_line(runs: list[dict[str, Any]]) -> str:
     """On how many seeds the goal holds, the worst seed, and the IQM over seeds with 95 % bootstrap CIs."""
     from lunar_sb3.benchmark.ablation import STATS_EXTRA, iqm_with_ci, stats_available
 
     done = sorted((r for r in runs if "error" not in r), key=lambda r: r["seed"])
     met = [r["seed"] for r in done if meets_bar(r["evaluation"], **GOAL)]
-    worst = min(done, key=lambda r: (r["evaluation"]["outcome_shares"]["landed"], r["evaluation"]["return_mean"]))
+    worst = worst_run(done)
     per_seed = {
         "return": np.array([r["evaluation"]["return_mean"] for r in done]),
         "landed": np.array([100 * r["evaluation"]["outcome_shares"]["landed"] for r in done]),
